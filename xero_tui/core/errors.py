@@ -1,0 +1,133 @@
+"""Errors that carry one sentence a user can act on, and the exit code the CLI maps them to."""
+
+from __future__ import annotations
+
+import re
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NEEDS_RECONNECT = 3
+EXIT_UNAVAILABLE = 4
+EXIT_STORAGE = 5
+EXIT_REFUSED = 6
+
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str, limit: int = 500) -> str:
+    """Strip terminal escapes and control characters from text that came from outside."""
+    cleaned = _CONTROL.sub("", text)
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1] + "…"
+    return cleaned
+
+
+class XeroTuiError(Exception):
+    """Base error: `str(err)` is a sentence fit for the user."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(XeroTuiError):
+    exit_code = EXIT_USAGE
+
+
+class NotFound(XeroTuiError):
+    exit_code = EXIT_USAGE
+
+
+class StorageError(XeroTuiError):
+    """The keyring or the secrets file cannot be used."""
+
+    exit_code = EXIT_STORAGE
+
+
+class ConfigError(XeroTuiError):
+    """The config file cannot be read or written; the message names the file (and line)."""
+
+    exit_code = EXIT_STORAGE
+
+
+class UnavailableError(XeroTuiError):
+    """Xero (or the network to it) did not answer usefully; trying again later may work."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class NetworkError(UnavailableError):
+    pass
+
+
+class ServerError(UnavailableError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimited(UnavailableError):
+    def __init__(self, message: str, retry_after: float | None, problem: str | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.problem = problem
+
+
+class OAuthError(XeroTuiError):
+    """Xero refused an OAuth request (`error` is the OAuth error code)."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str, error: str, description: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.description = description
+
+
+class NeedsReconnect(OAuthError):
+    """The grant is gone (`invalid_grant`): only a new consent fixes it."""
+
+    exit_code = EXIT_NEEDS_RECONNECT
+
+
+class ApiError(XeroTuiError):
+    """The accounting or identity API answered with an error status."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str, status: int, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class TenantNotConnected(ApiError):
+    """403 AuthenticationUnsuccessful: the organisation is no longer reachable with this grant."""
+
+    exit_code = EXIT_NEEDS_RECONNECT
+
+
+class CallbackError(XeroTuiError):
+    """The loopback listener could not start or the attempt ended without a code."""
+
+    exit_code = EXIT_REFUSED
+
+
+class PortInUse(CallbackError):
+    def __init__(self, message: str, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
+class ConsentTimeout(CallbackError):
+    pass
+
+
+class ConsentCancelled(CallbackError):
+    pass

@@ -1,0 +1,149 @@
+"""Plain data the rest of the app passes around."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+DEFAULT_REDIRECT_URI = "http://localhost:8719/callback"
+BASE_SCOPES: tuple[str, ...] = ("offline_access", "openid", "profile", "email")
+# Apps created from 2 March 2026 must ask for granular scopes (the set Xero's own CLI asks for).
+GRANULAR_SCOPES: tuple[str, ...] = (
+    "accounting.contacts",
+    "accounting.settings",
+    "accounting.invoices",
+    "accounting.payments",
+    "accounting.banktransactions",
+    "accounting.manualjournals",
+    "accounting.reports.aged.read",
+    "accounting.reports.balancesheet.read",
+    "accounting.reports.profitandloss.read",
+    "accounting.reports.trialbalance.read",
+    "accounting.budgets.read",
+    "accounting.attachments",
+)
+# Apps created before 2 March 2026 may keep the broad scopes until September 2027.
+LEGACY_SCOPES: tuple[str, ...] = (
+    "accounting.transactions",
+    "accounting.reports.read",
+    "accounting.settings",
+    "accounting.contacts",
+    "accounting.attachments",
+    "accounting.journals.read",
+    "accounting.budgets.read",
+)
+ACCESS_TOKEN_MARGIN = 60.0
+REFRESH_TOKEN_LIFETIME_DAYS = 60
+REFRESH_TOKEN_WARN_DAYS = 50
+
+
+class Kind(StrEnum):
+    WEB = "web"
+    PKCE = "pkce"
+    CUSTOM = "custom"
+
+    @property
+    def label(self) -> str:
+        return {
+            Kind.WEB: "Web app",
+            Kind.PKCE: "PKCE app",
+            Kind.CUSTOM: "Custom connection",
+        }[self]
+
+    @property
+    def has_secret(self) -> bool:
+        return self is not Kind.PKCE
+
+    @property
+    def uses_browser(self) -> bool:
+        return self is not Kind.CUSTOM
+
+
+class Status(StrEnum):
+    OK = "ok"
+    NEEDS_RECONNECT = "needs_reconnect"
+
+
+def default_scopes(kind: Kind, legacy: bool = False) -> tuple[str, ...]:
+    accounting = LEGACY_SCOPES if legacy else GRANULAR_SCOPES
+    if kind is Kind.CUSTOM:
+        return accounting
+    return BASE_SCOPES + accounting
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """What the token endpoint returned; `expires_at` is seconds since the epoch."""
+
+    access_token: str
+    expires_at: float
+    refresh_token: str | None = None
+    scopes: tuple[str, ...] = ()
+    id_token: str | None = None
+
+    def is_fresh(self, margin: float = ACCESS_TOKEN_MARGIN, now: float | None = None) -> bool:
+        return self.expires_at - margin > (time.time() if now is None else now)
+
+    def __repr__(self) -> str:
+        return f"TokenSet(expires_at={self.expires_at!r}, scopes={self.scopes!r})"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One entry of `GET /connections`: an organisation (or practice) the grant reaches."""
+
+    connection_id: str
+    tenant_id: str
+    tenant_name: str
+    tenant_type: str = "ORGANISATION"
+    auth_event_id: str | None = None
+    created: datetime | None = None
+    updated: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """The fields of `GET /api.xro/2.0/Organisation` the connection test shows."""
+
+    organisation_id: str
+    name: str
+    short_code: str | None
+    country_code: str | None
+    base_currency: str | None
+    is_demo: bool = False
+    status: str | None = None
+
+
+@dataclass
+class Grant:
+    """One consent (or one custom connection): its tokens live in the secret store under `grant_id`."""
+
+    grant_id: str
+    kind: Kind
+    client_id: str
+    scopes: tuple[str, ...]
+    created: datetime
+    last_refreshed: datetime | None = None
+    auth_event_id: str | None = None
+
+
+@dataclass
+class Connection:
+    """One organisation reached through one grant, saved under a name."""
+
+    name: str
+    kind: Kind
+    client_id: str
+    tenant_id: str
+    tenant_name: str
+    grant_id: str
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+    scopes: tuple[str, ...] = ()
+    tenant_type: str = "ORGANISATION"
+    connection_id: str | None = None
+    created: datetime = field(default_factory=lambda: datetime.now().astimezone())
+    last_refreshed: datetime | None = None
+    status: Status = Status.OK
+    pkce: bool = True
