@@ -1,0 +1,55 @@
+"""Checks on what users type, each failing with a sentence that says what is expected."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from xero_tui.core.errors import UsageError
+
+_CLIENT_ID = re.compile(r"[0-9A-Fa-f]{32}")
+
+
+def check_client_id(value: str) -> str:
+    value = value.strip()
+    if not _CLIENT_ID.fullmatch(value):
+        raise UsageError(
+            "A Xero client ID is 32 hexadecimal characters (copy it from developer.xero.com/myapps)."
+        )
+    return value
+
+
+def check_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise UsageError("Give the connection a name.")
+    if len(value) > 80 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise UsageError("A connection name is at most 80 printable characters.")
+    return value
+
+
+def check_redirect_uri(value: str) -> str:
+    """The loopback redirect URI this machine listens on; it must be registered in the Xero app."""
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme != "http" or parts.hostname is None:
+        raise UsageError(
+            "The redirect URI must look like http://localhost:8719/callback (Xero allows plain "
+            "http only for localhost)."
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname.lower()
+    if host not in {"localhost", "127.0.0.1", "::1"}:
+        raise UsageError(
+            "The redirect URI must point at localhost: xero-tui listens on this machine."
+        )
+    if port is None or not 1024 <= port <= 65535:
+        raise UsageError("The redirect URI needs an explicit port from 1024 to 65535, e.g. :8719.")
+    if parts.query or parts.fragment:
+        raise UsageError("The redirect URI may not have a query or fragment.")
+    if not parts.path or parts.path == "/":
+        raise UsageError("The redirect URI needs a path, e.g. /callback.")
+    return value
