@@ -1,0 +1,557 @@
+"""Command line: `xero-tui` starts the TUI; the subcommands serve scripts and never import Textual."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import queue
+import shlex
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from xero_tui import __version__
+from xero_tui.core.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CallbackError,
+    UsageError,
+    XeroTuiError,
+    clean_text,
+)
+from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind, Tenant, default_scopes
+
+if TYPE_CHECKING:
+    from xero_tui.core.service import ConnectionDraft, ConsentAttempt, ConsentOutcome, Service
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  other error
+  2  usage error (bad arguments, unknown connection name)
+  3  needs reconnect (Xero no longer accepts the grant, or the organisation was disconnected)
+  4  network or Xero unavailable (timeouts, 5xx, rate limits)
+  5  storage unavailable (keyring locked or missing, config unreadable or unwritable)
+  6  Xero refused the request or the consent did not complete (cancelled, bad client, bad scope)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"xero-tui: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="xero-tui",
+        description="Create and keep Xero OAuth 2.0 connections. Without a command, starts the app.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"xero-tui {__version__}")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the app against a built-in Xero emulator with a throwaway config",
+    )
+    parser.add_argument(
+        "--insecure-storage",
+        action="store_true",
+        help="keep secrets in a 0600 secrets.toml beside the config instead of the keyring",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    connect = sub.add_parser(
+        "connect",
+        help="sign in to Xero and save a connection (or reconnect a saved one)",
+        description=(
+            "Sign in to Xero and save one connection per chosen organisation. The client secret "
+            "comes from XERO_CLIENT_SECRET or a prompt, never from an argument. Naming a saved "
+            "connection reconnects it with its saved settings."
+        ),
+    )
+    connect.add_argument("name")
+    connect.add_argument("--client-id", help="the app's client ID from developer.xero.com/myapps")
+    connect.add_argument("--kind", choices=[k.value for k in Kind], default=None)
+    connect.add_argument("--scopes", nargs="+", metavar="SCOPE", help="scopes to ask for")
+    connect.add_argument(
+        "--legacy-scopes",
+        action="store_true",
+        help="ask for the broad scopes of apps created before 2 March 2026",
+    )
+    connect.add_argument("--redirect-uri", default=None, help=f"default {DEFAULT_REDIRECT_URI}")
+    connect.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="ID|NAME",
+        help="organisation to save (repeatable); default: the ones this consent granted",
+    )
+    connect.add_argument("--no-browser", action="store_true", help="print the URL only")
+    connect.add_argument(
+        "--no-pkce", action="store_true", help="web apps only: do not send a PKCE challenge"
+    )
+    connect.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for consent (default 300)"
+    )
+
+    listing = sub.add_parser("list", help="list saved connections")
+    listing.add_argument("--json", action="store_true")
+
+    token = sub.add_parser("token", help="print a valid access token (refreshed when needed)")
+    token.add_argument("name")
+    fmt = token.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument(
+        "--env", action="store_true", help="print XERO_ACCESS_TOKEN=... and XERO_TENANT_ID=..."
+    )
+    token.add_argument("--force-refresh", action="store_true")
+
+    status = sub.add_parser("status", help="health of saved connections")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--offline", action="store_true", help="do not ask Xero whether organisations are connected"
+    )
+
+    remove = sub.add_parser("remove", help="delete a saved connection")
+    remove.add_argument("name")
+    remove.add_argument(
+        "--disconnect",
+        action="store_true",
+        help="also remove the organisation's connection at Xero",
+    )
+    remove.add_argument(
+        "--revoke",
+        action="store_true",
+        help="also revoke the grant at Xero (skipped while other connections share it)",
+    )
+
+    emulator = sub.add_parser("emulator", help="run the local Xero emulator (for demos and tests)")
+    emulator.add_argument("--port", type=int, default=8720)
+    emulator.add_argument("--tenants", type=int, default=3)
+    return parser
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _service(args: argparse.Namespace) -> Service:
+    from xero_tui.core.service import Service
+
+    return Service(insecure_storage=args.insecure_storage)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        from xero_tui.app import run
+
+        return run(demo=args.demo, insecure_storage=args.insecure_storage)
+    if args.command == "emulator":
+        from xero_tui.emulator import serve
+
+        try:
+            serve(args.port, args.tenants)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            _err(f"xero-tui: cannot start the emulator on port {args.port}: {exc.strerror}.")
+            return EXIT_ERROR
+        return EXIT_OK
+    from xero_tui.core.endpoints import Endpoints
+
+    notice = Endpoints.from_env().override_notice()
+    if notice:
+        _err(f"xero-tui: {notice}")
+    handler = {
+        "connect": cmd_connect,
+        "list": cmd_list,
+        "token": cmd_token,
+        "status": cmd_status,
+        "remove": cmd_remove,
+    }[args.command]
+    try:
+        return handler(args)
+    except XeroTuiError as exc:
+        _err(f"xero-tui: {clean_text(str(exc), 2000)}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("xero-tui: cancelled.")
+        return 130
+    except Exception as exc:
+        if os.environ.get("XERO_TUI_DEBUG"):
+            raise
+        # The text of an unexpected error could carry anything; its type is enough to report.
+        _err(f"xero-tui: unexpected {type(exc).__name__}; rerun with XERO_TUI_DEBUG=1 to see why.")
+        return EXIT_ERROR
+
+
+def _iso(ts: datetime | float | None) -> str | None:
+    if ts is None:
+        return None
+    if isinstance(ts, float):
+        ts = datetime.fromtimestamp(ts, UTC)
+    return ts.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# list ---------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    svc = _service(args)
+    config = svc.load()
+    storage = "file" if args.insecure_storage or config.secret_storage == "file" else "keyring"
+    rows = [
+        {
+            "name": c.name,
+            "organisation": c.tenant_name,
+            "tenant_id": c.tenant_id,
+            "tenant_type": c.tenant_type,
+            "kind": c.kind.value,
+            "client_id": c.client_id,
+            "status": c.status.value,
+            "storage": storage,
+            "last_refreshed": _iso(c.last_refreshed),
+        }
+        for c in sorted(config.connections.values(), key=lambda c: c.name.casefold())
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if not rows:
+        _err("No connections saved yet. Create one with `xero-tui` or `xero-tui connect NAME`.")
+        return EXIT_OK
+    _table(
+        ["NAME", "ORGANISATION", "KIND", "STATUS", "SECRETS"],
+        [
+            [r["name"], r["organisation"], r["kind"], r["status"].replace("_", " "), r["storage"]]
+            for r in rows
+        ],
+    )
+    return EXIT_OK
+
+
+def _table(header: list[str], rows: list[list[Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    cells = [[clean_text(str(v), 60) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    for row in [header, *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+# token --------------------------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    svc = _service(args)
+    conn, tokens = asyncio.run(svc.access_token(args.name, force=args.force_refresh))
+    if args.json:
+        json.dump(
+            {
+                "access_token": tokens.access_token,
+                "token_type": "Bearer",
+                "expires_at": _iso(tokens.expires_at),
+                "tenant_id": conn.tenant_id,
+                "tenant_name": conn.tenant_name,
+            },
+            sys.stdout,
+        )
+        sys.stdout.write("\n")
+    elif args.env:
+        print(f"XERO_ACCESS_TOKEN={shlex.quote(tokens.access_token)}")
+        print(f"XERO_TENANT_ID={shlex.quote(conn.tenant_id)}")
+    else:
+        print(tokens.access_token)
+    return EXIT_OK
+
+
+# status -------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    svc = _service(args)
+    names = [args.name] if args.name else None
+    health = svc.health(names)
+    _err(f"Secrets are stored in: {svc.secrets.description}")
+    connected: dict[str, bool | str] = {}
+    if not args.offline:
+        for h in health:
+            connected[h.connection.name] = asyncio.run(_still_connected(svc, h.connection.name))
+    worst = EXIT_OK
+    rows = []
+    for h in health:
+        conn = h.connection
+        check = connected.get(conn.name)
+        label = h.label
+        if check is False:
+            label = "organisation no longer connected"
+        elif isinstance(check, str):
+            label = check
+        rows.append(
+            {
+                "name": conn.name,
+                "organisation": conn.tenant_name,
+                "kind": conn.kind.value,
+                "status": label,
+                "storage": h.storage,
+                "access_token_expires": _iso(h.access_expires_at),
+                "refresh_token_age_days": None
+                if h.refresh_age_days is None
+                else round(h.refresh_age_days, 1),
+                "refresh_token_days_left": None
+                if h.refresh_days_left is None
+                else round(h.refresh_days_left, 1),
+                "organisation_connected": check if isinstance(check, bool) else None,
+            }
+        )
+        if label != "ok" and not label.startswith("refresh token unused"):
+            worst = EXIT_ERROR
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif rows:
+        _table(
+            ["NAME", "ORGANISATION", "STATUS", "TOKEN EXPIRES", "REFRESH TOKEN AGE"],
+            [
+                [
+                    r["name"],
+                    r["organisation"],
+                    r["status"],
+                    r["access_token_expires"] or "-",
+                    "-"
+                    if r["refresh_token_age_days"] is None
+                    else f"{r['refresh_token_age_days']} of 60 days",
+                ]
+                for r in rows
+            ],
+        )
+    else:
+        _err("No connections saved yet.")
+    return worst
+
+
+async def _still_connected(svc: Service, name: str) -> bool | str:
+    try:
+        return await svc.still_connected(name)
+    except XeroTuiError as exc:
+        return clean_text(str(exc), 200)
+
+
+# remove -------------------------------------------------------------------------------------
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    svc = _service(args)
+    summary = asyncio.run(svc.remove(args.name, disconnect=args.disconnect, revoke=args.revoke))
+    print(summary)
+    return EXIT_OK
+
+
+# connect ------------------------------------------------------------------------------------
+
+
+def _read_secret(kind: Kind) -> str | None:
+    if not kind.has_secret:
+        return None
+    secret = os.environ.get("XERO_CLIENT_SECRET")
+    if secret:
+        return secret.strip()
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "This app type needs its client secret: set XERO_CLIENT_SECRET or run in a terminal "
+            "to be prompted (it is never taken as an argument)."
+        )
+    secret = getpass.getpass("Client secret (input hidden): ").strip()
+    if not secret:
+        raise UsageError("No client secret given.")
+    return secret
+
+
+def _draft(args: argparse.Namespace, svc: Service) -> tuple[ConnectionDraft, list[str]]:
+    from xero_tui.core.service import ConnectionDraft, clone_draft, reconnect_names
+    from xero_tui.core.validate import check_client_id, check_redirect_uri
+
+    config = svc.load()
+    if args.name in config.connections and not args.client_id:
+        conn = config.connections[args.name]
+        secret = None
+        if conn.kind.has_secret:
+            secret = os.environ.get("XERO_CLIENT_SECRET") or svc.client_secret_for(conn.client_id)
+            secret = secret or _read_secret(conn.kind)
+        _err(f"Reconnecting {args.name!r} ({conn.tenant_name}).")
+        return clone_draft(conn, secret), reconnect_names(config, args.name)
+    if args.name in config.connections:
+        raise UsageError(
+            f"A connection named {args.name!r} already exists: omit --client-id to reconnect it, "
+            "or choose another name."
+        )
+    if not args.client_id:
+        raise UsageError("--client-id is required for a new connection.")
+    kind = Kind(args.kind or "web")
+    client_id = check_client_id(args.client_id)
+    redirect = check_redirect_uri(args.redirect_uri or DEFAULT_REDIRECT_URI)
+    scopes = tuple(args.scopes) if args.scopes else default_scopes(kind, args.legacy_scopes)
+    if kind is Kind.CUSTOM and args.no_pkce:
+        raise UsageError("--no-pkce applies to web apps only.")
+    pkce = not args.no_pkce
+    return (
+        ConnectionDraft(kind, client_id, _read_secret(kind), redirect, scopes, pkce),
+        [],
+    )
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    svc = _service(args)
+    draft, renewing = _draft(args, svc)
+    probe = asyncio.run(svc.probe_storage())
+    if not probe.ok:
+        from xero_tui.core.errors import StorageError
+
+        raise StorageError(probe.message)
+    if draft.kind is Kind.CUSTOM:
+        outcome = asyncio.run(svc.outcome_for_custom(draft))
+    else:
+        outcome = asyncio.run(_consent(svc, draft, args))
+    chosen = _choose(args, outcome, renewing, svc)
+    saved = svc.save_connections(draft, outcome, chosen, replace_existing=renewing)
+    for conn in saved:
+        print(f"Saved {conn.name!r}: {conn.tenant_name} ({conn.tenant_id})")
+    _err(f"Secrets are stored in: {svc.secrets.description}")
+    return EXIT_OK
+
+
+class _StdinLines:
+    """Lines typed or pasted on stdin, read by a daemon thread so a pending read never blocks exit."""
+
+    def __init__(self) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        for line in sys.stdin:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    async def next(self) -> str | None:
+        return await asyncio.to_thread(self.lines.get)
+
+
+async def _consent(
+    svc: Service, draft: ConnectionDraft, args: argparse.Namespace
+) -> ConsentOutcome:
+    attempt = await svc.begin_consent(draft, timeout=args.timeout, allow_launch=not args.no_browser)
+    try:
+        _show_attempt(attempt, args.no_browser)
+        result = await _first_of_callback_or_paste(attempt)
+        _err("Signed in; exchanging the code...")
+        return await svc.finish_consent(attempt, result, draft.client_secret)
+    finally:
+        await attempt.close()
+
+
+def _show_attempt(attempt: ConsentAttempt, no_browser: bool) -> None:
+    _err("Open this URL in a browser to sign in to Xero and choose organisations:")
+    _err("")
+    _err(f"  {attempt.url}")
+    _err("")
+    if attempt.launched:
+        _err(attempt.plan.reason)
+    elif no_browser:
+        _err("Not opening a browser (--no-browser).")
+    else:
+        _err(attempt.plan.reason)
+    if attempt.ssh_command:
+        _err("This is an SSH session. On your own computer, run this first so the browser's")
+        _err(f"redirect reaches this machine:\n\n  {attempt.ssh_command}\n")
+    _err(
+        f"Waiting up to {attempt.remaining() / 60:.0f} minutes on port {attempt.port}. Or paste "
+        "the URL the browser ended on (it starts with "
+        f"{attempt.request.redirect_uri}) and press Enter:"
+    )
+
+
+async def _first_of_callback_or_paste(attempt: ConsentAttempt) -> Any:
+    waiter = asyncio.ensure_future(attempt.wait())
+    stdin = _StdinLines() if sys.stdin is not None and not sys.stdin.closed else None
+    reader: asyncio.Future[str | None] | None = None
+    try:
+        while True:
+            pending: set[asyncio.Future[Any]] = {waiter}
+            if stdin is not None:
+                if reader is None:
+                    reader = asyncio.ensure_future(stdin.next())
+                pending.add(reader)
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                return waiter.result()
+            assert reader is not None
+            line = reader.result()
+            reader = None
+            if line is None:
+                stdin = None
+                continue
+            if not line.strip():
+                continue
+            try:
+                attempt.submit_pasted_url(line.strip())
+            except CallbackError as exc:
+                _err(f"xero-tui: {exc} Paste it again, or finish in the browser.")
+    finally:
+        if reader is not None:
+            reader.cancel()
+        if not waiter.done():
+            attempt.cancel()
+            waiter.cancel()
+
+
+def _choose(
+    args: argparse.Namespace, outcome: ConsentOutcome, renewing: list[str], svc: Service
+) -> list[tuple[str, Tenant]]:
+    tenants = outcome.ordered()
+    if not tenants:
+        raise UsageError("Xero lists no organisations for this app; nothing to save.")
+    if renewing:
+        config = svc.load()
+        by_id = {t.tenant_id: t for t in tenants}
+        chosen = [
+            (name, by_id[config.connections[name].tenant_id])
+            for name in renewing
+            if config.connections[name].tenant_id in by_id
+        ]
+        if not chosen:
+            raise UsageError(
+                "This consent did not include the organisation of "
+                f"{args.name!r}; choose it on Xero's page and try again."
+            )
+        return chosen
+    if args.tenant:
+        picked = []
+        for wanted in args.tenant:
+            match = [
+                t
+                for t in tenants
+                if t.tenant_id == wanted or t.tenant_name.casefold() == wanted.casefold()
+            ]
+            if not match:
+                names = ", ".join(t.tenant_name for t in tenants)
+                raise UsageError(f"No organisation {wanted!r} among: {names}.")
+            picked.append(match[0])
+    else:
+        picked = [t for t in tenants if t.tenant_id in outcome.new_tenant_ids]
+        if not picked and len(tenants) == 1:
+            picked = tenants
+        if not picked:
+            names = ", ".join(t.tenant_name for t in tenants)
+            raise UsageError(f"Say which organisation to save with --tenant (one of: {names}).")
+    if len(picked) == 1:
+        return [(args.name, picked[0])]
+    return [(f"{args.name} - {t.tenant_name}", t) for t in picked]

@@ -1,0 +1,631 @@
+"""What the CLI and the screens call: consent, saving, tokens, tests and removal of connections.
+
+Everything here is async so that the TUI and the CLI share one code path; blocking work (keyring,
+file locks, config writes) runs in threads with timeouts of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from filelock import FileLock, Timeout
+
+from xero_tui.core.browser import LaunchPlan, is_ssh, launch, plan_launch, ssh_tunnel_command
+from xero_tui.core.config import Config, ConfigStore
+from xero_tui.core.endpoints import Endpoints
+from xero_tui.core.errors import (
+    NeedsReconnect,
+    NotFound,
+    StorageError,
+    TenantNotConnected,
+    UsageError,
+    XeroTuiError,
+)
+from xero_tui.core.fsutil import ensure_private_dir
+from xero_tui.core.loopback import CallbackListener, CallbackResult
+from xero_tui.core.models import (
+    REFRESH_TOKEN_LIFETIME_DAYS,
+    REFRESH_TOKEN_WARN_DAYS,
+    Connection,
+    Grant,
+    Kind,
+    Organisation,
+    Status,
+    Tenant,
+    TokenSet,
+)
+from xero_tui.core.oauth import AuthRequest, build_auth_request, decode_claims
+from xero_tui.core.paths import Paths
+from xero_tui.core.secrets import ProbeResult, SecretStore, open_store, probe_keyring
+
+if TYPE_CHECKING:
+    from xero_tui.core.xero import XeroClient
+
+T = TypeVar("T")
+GRANT_LOCK_TIMEOUT = 60.0
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class ConsentOutcome:
+    """The result of one consent (or of validating a pasted refresh token)."""
+
+    tokens: TokenSet
+    tenants: tuple[Tenant, ...]
+    new_tenant_ids: frozenset[str]
+    auth_event_id: str | None = None
+
+    def ordered(self) -> list[Tenant]:
+        """Tenants this consent just granted first, then the rest, each part by name."""
+        return sorted(
+            self.tenants,
+            key=lambda t: (t.tenant_id not in self.new_tenant_ids, t.tenant_name.casefold()),
+        )
+
+
+@dataclass(frozen=True)
+class ConnectionDraft:
+    """What the form (or `connect`) knows about the app before consent."""
+
+    kind: Kind
+    client_id: str
+    client_secret: str | None
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    pkce: bool = True
+
+
+@dataclass(frozen=True)
+class TestResult:
+    connection: Connection
+    organisation: Organisation
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Health:
+    """What `status` and the home screen show for one connection (no network involved)."""
+
+    connection: Connection
+    storage: str
+    access_expires_at: float | None
+    refresh_age_days: float | None
+    secret_missing: bool = False
+
+    @property
+    def refresh_days_left(self) -> float | None:
+        if self.refresh_age_days is None:
+            return None
+        return REFRESH_TOKEN_LIFETIME_DAYS - self.refresh_age_days
+
+    @property
+    def label(self) -> str:
+        if self.connection.status is Status.NEEDS_RECONNECT:
+            return "needs reconnect"
+        if self.secret_missing:
+            return "secret missing"
+        if self.refresh_age_days is not None and self.refresh_age_days > REFRESH_TOKEN_WARN_DAYS:
+            return f"refresh token unused {self.refresh_age_days:.0f} days"
+        return "ok"
+
+
+@dataclass
+class ConsentAttempt:
+    """A live authorization attempt: the listener is bound before `url` is shown."""
+
+    request: AuthRequest
+    listener: CallbackListener
+    plan: LaunchPlan
+    ssh_command: str | None
+    launched: bool = False
+    _done: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return self.request.url
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def remaining(self) -> float:
+        return self.listener.remaining()
+
+    async def wait(self) -> CallbackResult:
+        return await self.listener.wait()
+
+    def submit_pasted_url(self, url: str) -> None:
+        self.listener.submit_pasted_url(url)
+
+    def cancel(self) -> None:
+        self.listener.cancel()
+
+    async def close(self) -> None:
+        await self.listener.close()
+
+
+def _auth_event_id(tokens: TokenSet) -> str | None:
+    value = decode_claims(tokens.access_token).get("authentication_event_id")
+    return value if isinstance(value, str) and value else None
+
+
+class Service:
+    """One user's connections: config file, secret store and Xero, behind a few typed calls."""
+
+    def __init__(
+        self,
+        paths: Paths | None = None,
+        endpoints: Endpoints | None = None,
+        *,
+        insecure_storage: bool = False,
+        secrets: SecretStore | None = None,
+        client_factory: Callable[[], XeroClient] | None = None,
+    ) -> None:
+        self.paths = paths or Paths.from_env()
+        self.endpoints = endpoints or Endpoints.from_env()
+        self.store = ConfigStore(self.paths)
+        self.insecure_storage = insecure_storage
+        self._secrets = secrets
+        self._client_factory = client_factory
+
+    # Storage -----------------------------------------------------------------------------------
+
+    def load(self) -> Config:
+        return self.store.load()
+
+    @property
+    def secrets(self) -> SecretStore:
+        if self._secrets is None:
+            self._secrets = open_store(
+                self.paths, self.load().secret_storage, insecure=self.insecure_storage
+            )
+        return self._secrets
+
+    def uses_file_storage(self) -> bool:
+        return self.insecure_storage or self.load().secret_storage == "file"
+
+    async def probe_storage(self) -> ProbeResult:
+        """Check that secrets can be kept before a consent is spent on it."""
+        if self.uses_file_storage():
+            return ProbeResult(True, self.secrets.description, "Secrets go to a plain file.")
+        return await asyncio.to_thread(probe_keyring)
+
+    def use_file_storage(self) -> None:
+        """The user's opt-in to the plain-file store, remembered in the config."""
+
+        def change(config: Config) -> None:
+            config.secret_storage = "file"
+
+        self.store.update(change)
+        self._secrets = None
+
+    def connection(self, name: str, config: Config | None = None) -> Connection:
+        config = config or self.load()
+        try:
+            return config.connections[name]
+        except KeyError:
+            known = ", ".join(sorted(config.connections)) or "none saved yet"
+            raise NotFound(f"No connection named {name!r} (known: {known}).") from None
+
+    def connections(self) -> list[Connection]:
+        return sorted(self.load().connections.values(), key=lambda c: c.name.casefold())
+
+    def client_secret_for(self, client_id: str) -> str | None:
+        return self.secrets.get_client_secret(client_id)
+
+    def _client(self) -> XeroClient:
+        if self._client_factory is not None:
+            return self._client_factory()
+        from xero_tui.core.xero import XeroClient
+
+        return XeroClient(self.endpoints)
+
+    # Consent -----------------------------------------------------------------------------------
+
+    async def begin_consent(
+        self,
+        draft: ConnectionDraft,
+        *,
+        timeout: float = 300.0,
+        allow_launch: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> ConsentAttempt:
+        """Bind the listener, build the URL and (where it makes sense) open the browser."""
+        if not draft.kind.uses_browser:
+            raise UsageError("A custom connection signs in with its secret; no browser is needed.")
+        request = build_auth_request(
+            self.endpoints, draft.client_id, draft.redirect_uri, draft.scopes, pkce=draft.pkce
+        )
+        listener = CallbackListener(draft.redirect_uri, request.state, timeout=timeout)
+        await listener.start()
+        plan = plan_launch(request.url, env)
+        ssh = ssh_tunnel_command(listener.port, env) if is_ssh(env) else None
+        attempt = ConsentAttempt(request, listener, plan, ssh)
+        if allow_launch and plan.launch:
+            attempt.launched = launch(plan, request.url)
+        return attempt
+
+    async def finish_consent(
+        self, attempt: ConsentAttempt, result: CallbackResult, client_secret: str | None
+    ) -> ConsentOutcome:
+        """Exchange the code and list the organisations; the browser page reports the outcome."""
+        request = attempt.request
+        try:
+            async with self._client() as xero:
+                tokens = await xero.exchange_code(
+                    request.client_id,
+                    client_secret,
+                    result.code,
+                    request.redirect_uri,
+                    request.code_verifier,
+                )
+                outcome = await self._outcome(xero, tokens)
+        except XeroTuiError as exc:
+            await attempt.listener.complete(False, str(exc))
+            raise
+        except BaseException:
+            await attempt.listener.complete(False, "xero-tui stopped before finishing.")
+            raise
+        await attempt.listener.complete(True, "Connected to Xero.")
+        return outcome
+
+    async def _outcome(self, xero: XeroClient, tokens: TokenSet) -> ConsentOutcome:
+        event = _auth_event_id(tokens)
+        tenants = await xero.connections(tokens.access_token)
+        new_ids: frozenset[str] = frozenset()
+        if event:
+            granted = await xero.connections(tokens.access_token, event)
+            new_ids = frozenset(t.tenant_id for t in granted)
+            known = {t.tenant_id for t in tenants}
+            tenants += [t for t in granted if t.tenant_id not in known]
+        if not new_ids and tenants:
+            # Re-consenting an already connected organisation can leave the filtered list empty:
+            # then the most recently updated connection is the one just granted.
+            latest = max(tenants, key=lambda t: t.updated or datetime.min.replace(tzinfo=UTC))
+            if latest.updated is not None:
+                new_ids = frozenset({latest.tenant_id})
+        return ConsentOutcome(tokens, tuple(tenants), new_ids, event)
+
+    async def outcome_from_refresh_token(
+        self, draft: ConnectionDraft, refresh_token: str
+    ) -> ConsentOutcome:
+        """Validate a refresh token pasted from another tool by using it (it rotates)."""
+        async with self._client() as xero:
+            tokens = await xero.refresh(draft.client_id, draft.client_secret, refresh_token)
+            return await self._outcome(xero, tokens)
+
+    async def outcome_for_custom(self, draft: ConnectionDraft) -> ConsentOutcome:
+        if not draft.client_secret:
+            raise UsageError("A custom connection needs its client secret.")
+        async with self._client() as xero:
+            tokens = await xero.client_credentials(
+                draft.client_id, draft.client_secret, draft.scopes
+            )
+            tenants = await xero.connections(tokens.access_token)
+        return ConsentOutcome(tokens, tuple(tenants), frozenset(t.tenant_id for t in tenants))
+
+    def save_connections(
+        self,
+        draft: ConnectionDraft,
+        outcome: ConsentOutcome,
+        chosen: Sequence[tuple[str, Tenant]],
+        *,
+        replace_existing: Iterable[str] = (),
+    ) -> list[Connection]:
+        """Store the grant's secrets (read back), then one connection per chosen organisation.
+
+        Names in `replace_existing` may be overwritten (a reconnect); any other existing name is
+        refused before anything is stored.
+        """
+        if not chosen:
+            raise UsageError("Choose at least one organisation.")
+        replaceable = set(replace_existing)
+        names = [name.strip() for name, _ in chosen]
+        if any(not name for name in names):
+            raise UsageError("Every connection needs a name.")
+        if len(set(names)) != len(names):
+            raise UsageError("Two of the chosen organisations would get the same name.")
+        taken = [n for n in names if n in self.load().connections and n not in replaceable]
+        if taken:
+            raise UsageError(f"A connection named {taken[0]!r} already exists; choose another.")
+        grant_id = uuid.uuid4().hex
+        stamp = now_utc()
+        secrets = self.secrets
+        if draft.client_secret is not None:
+            secrets.put_client_secret(draft.client_id, draft.client_secret)
+        secrets.put_tokens(grant_id, outcome.tokens)
+        scopes = outcome.tokens.scopes or draft.scopes
+        grant = Grant(
+            grant_id=grant_id,
+            kind=draft.kind,
+            client_id=draft.client_id,
+            scopes=scopes,
+            created=stamp,
+            last_refreshed=stamp,
+            auth_event_id=outcome.auth_event_id,
+        )
+        saved = [
+            Connection(
+                name=name.strip(),
+                kind=draft.kind,
+                client_id=draft.client_id,
+                tenant_id=tenant.tenant_id,
+                tenant_name=tenant.tenant_name,
+                tenant_type=tenant.tenant_type,
+                connection_id=tenant.connection_id,
+                grant_id=grant_id,
+                redirect_uri=draft.redirect_uri,
+                scopes=scopes,
+                created=stamp,
+                last_refreshed=stamp,
+                pkce=draft.pkce,
+            )
+            for name, tenant in chosen
+        ]
+        orphans: list[str] = []
+
+        def change(config: Config) -> None:
+            clash = [c.name for c in saved if c.name in config.connections]
+            clash = [n for n in clash if n not in replaceable]
+            if clash:
+                raise UsageError(f"A connection named {clash[0]!r} already exists; choose another.")
+            config.grants[grant_id] = grant
+            for conn in saved:
+                old = config.connections.get(conn.name)
+                if old is not None:
+                    conn.created = old.created
+                config.connections[conn.name] = conn
+            orphans.extend(_drop_unused_grants(config))
+
+        try:
+            self.store.update(change)
+        except BaseException:
+            secrets.delete_tokens(grant_id)
+            raise
+        for orphan in orphans:
+            secrets.delete_tokens(orphan)
+        return saved
+
+    # Tokens ------------------------------------------------------------------------------------
+
+    async def access_token(self, name: str, *, force: bool = False) -> tuple[Connection, TokenSet]:
+        """A valid access token for a connection, refreshing (single-flight) when needed."""
+        config = self.load()
+        conn = self.connection(name, config)
+        grant = config.grants.get(conn.grant_id)
+        if grant is None:
+            raise NeedsReconnect(
+                f"{self.paths.config_file} has no grant {conn.grant_id!r} for {name!r}; "
+                "reconnect it.",
+                "missing_grant",
+            )
+        tokens = await self._refresh_if_needed(conn, grant, force)
+        return conn, tokens
+
+    def _stored_tokens(self, conn: Connection) -> TokenSet:
+        tokens = self.secrets.get_tokens(conn.grant_id)
+        if tokens is None:
+            raise StorageError(
+                f"The tokens for {conn.name!r} are missing from {self.secrets.description}; "
+                f"reconnect it (xero-tui connect {conn.name!r} ... or r in the app)."
+            )
+        return tokens
+
+    async def _refresh_if_needed(self, conn: Connection, grant: Grant, force: bool) -> TokenSet:
+        seen = await asyncio.to_thread(self._stored_tokens, conn)
+        if not force and seen.is_fresh():
+            return seen
+        lock = self._grant_lock(grant.grant_id)
+        try:
+            await asyncio.to_thread(lock.acquire)
+        except Timeout:
+            raise StorageError(
+                f"Another xero-tui process has been refreshing {conn.name!r} for over "
+                f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.lock_file}); try again."
+            ) from None
+        try:
+            current = await asyncio.to_thread(self._stored_tokens, conn)
+            # Another process refreshed while we waited: its token is as good as ours would be.
+            rotated = current.access_token != seen.access_token
+            if current.is_fresh() and (rotated or not force):
+                return current
+            try:
+                fresh = await self._refresh(conn, grant, current)
+            except NeedsReconnect:
+                self._mark(grant.grant_id, Status.NEEDS_RECONNECT)
+                raise
+            await asyncio.to_thread(self.secrets.put_tokens, grant.grant_id, fresh)
+        finally:
+            lock.release()
+        self._mark(grant.grant_id, Status.OK, refreshed=now_utc())
+        return fresh
+
+    def _grant_lock(self, grant_id: str) -> FileLock:
+        path = self.paths.grant_lock(grant_id)
+        ensure_private_dir(path.parent)
+        # Not thread-local: it is acquired in a worker thread and released on the event loop.
+        return FileLock(str(path), timeout=GRANT_LOCK_TIMEOUT, thread_local=False)
+
+    async def _refresh(self, conn: Connection, grant: Grant, current: TokenSet) -> TokenSet:
+        secret: str | None = None
+        if grant.kind.has_secret:
+            secret = await asyncio.to_thread(self.secrets.get_client_secret, grant.client_id)
+            if secret is None:
+                raise StorageError(
+                    f"The client secret for {conn.name!r} is missing from "
+                    f"{self.secrets.description}; save the connection again with its secret."
+                )
+        async with self._client() as xero:
+            if grant.kind is Kind.CUSTOM:
+                assert secret is not None
+                return await xero.client_credentials(grant.client_id, secret, grant.scopes)
+            if current.refresh_token is None:
+                raise NeedsReconnect(
+                    f"No refresh token is stored for {conn.name!r}; reconnect it.", "invalid_grant"
+                )
+            return await xero.refresh(grant.client_id, secret, current.refresh_token)
+
+    def _mark(self, grant_id: str, status: Status, refreshed: datetime | None = None) -> None:
+        """Record a refresh (or its failure) on the grant and every connection that shares it."""
+
+        def change(config: Config) -> None:
+            grant = config.grants.get(grant_id)
+            if grant is not None and refreshed is not None:
+                grant.last_refreshed = refreshed
+            for conn in config.connections.values():
+                if conn.grant_id == grant_id:
+                    conn.status = status
+                    if refreshed is not None:
+                        conn.last_refreshed = refreshed
+
+        try:
+            self.store.update(change)
+        except XeroTuiError:
+            # The tokens are already stored; a config that cannot be written only loses the date.
+            if status is Status.NEEDS_RECONNECT:
+                raise
+
+    # Health, test, removal -----------------------------------------------------------------------
+
+    def health(self, names: Iterable[str] | None = None) -> list[Health]:
+        config = self.load()
+        wanted = list(names) if names is not None else sorted(config.connections)
+        secrets = self.secrets
+        out = []
+        now = time.time()
+        for name in wanted:
+            conn = self.connection(name, config)
+            grant = config.grants.get(conn.grant_id)
+            tokens = secrets.get_tokens(conn.grant_id)
+            refreshed = conn.last_refreshed or (grant.last_refreshed if grant else None)
+            refreshed = refreshed or conn.created
+            age = None
+            if conn.kind is not Kind.CUSTOM:
+                age = max(0.0, (now - refreshed.timestamp()) / 86400)
+            out.append(
+                Health(
+                    connection=conn,
+                    storage=secrets.description,
+                    access_expires_at=tokens.expires_at if tokens else None,
+                    refresh_age_days=age,
+                    secret_missing=tokens is None,
+                )
+            )
+        return out
+
+    async def test(self, name: str) -> TestResult:
+        """Refresh if needed and read the organisation: the connection works end to end."""
+        conn, tokens = await self.access_token(name)
+        tenant = None if conn.kind is Kind.CUSTOM else conn.tenant_id
+        async with self._client() as xero:
+            try:
+                org = await xero.organisation(tokens.access_token, tenant)
+            except TenantNotConnected:
+                self._mark_one(conn.name, Status.NEEDS_RECONNECT)
+                raise
+        return TestResult(conn, org, tokens.expires_at)
+
+    async def still_connected(self, name: str) -> bool:
+        """Whether Xero still lists this connection's organisation for its grant."""
+        conn, tokens = await self.access_token(name)
+        async with self._client() as xero:
+            tenants = await xero.connections(tokens.access_token)
+        return any(t.tenant_id == conn.tenant_id for t in tenants)
+
+    def _mark_one(self, name: str, status: Status) -> None:
+        def change(config: Config) -> None:
+            if name in config.connections:
+                config.connections[name].status = status
+
+        self.store.update(change)
+
+    async def remove(self, name: str, *, disconnect: bool = False, revoke: bool = False) -> str:
+        """Delete a saved connection; optionally disconnect its organisation and revoke the grant.
+
+        Returns a sentence saying what was done at Xero. Revoking happens only when no other
+        saved connection shares the grant (revoking would break them too).
+        """
+        config = self.load()
+        conn = self.connection(name, config)
+        sharing = [
+            c.name
+            for c in config.connections.values()
+            if c.grant_id == conn.grant_id and c is not conn
+        ]
+        done: list[str] = []
+        if (disconnect or revoke) and conn.status is not Status.NEEDS_RECONNECT:
+            try:
+                done += await self._disconnect_at_xero(conn, disconnect, revoke and not sharing)
+            except NeedsReconnect:
+                done.append("the grant was already gone at Xero")
+        if revoke and sharing:
+            done.append(f"the grant was kept for {', '.join(sorted(sharing))}")
+        orphans: list[str] = []
+
+        def change(cfg: Config) -> None:
+            cfg.connections.pop(name, None)
+            orphans.extend(_drop_unused_grants(cfg))
+
+        self.store.update(change)
+        for grant_id in orphans:
+            await asyncio.to_thread(self.secrets.delete_tokens, grant_id)
+        remaining = self.load()
+        if not any(c.client_id == conn.client_id for c in remaining.connections.values()):
+            await asyncio.to_thread(self.secrets.delete_client_secret, conn.client_id)
+        summary = f"Removed {name!r}"
+        return summary + (": " + "; ".join(done) + "." if done else ".")
+
+    async def _disconnect_at_xero(
+        self, conn: Connection, disconnect: bool, revoke: bool
+    ) -> list[str]:
+        _, tokens = await self.access_token(conn.name)
+        done = []
+        async with self._client() as xero:
+            if disconnect and conn.connection_id:
+                gone = await xero.delete_connection(tokens.access_token, conn.connection_id)
+                done.append(
+                    f"disconnected {conn.tenant_name} at Xero"
+                    if gone
+                    else f"{conn.tenant_name} was already disconnected at Xero"
+                )
+            if revoke and tokens.refresh_token:
+                secret = None
+                if conn.kind.has_secret:
+                    secret = await asyncio.to_thread(self.secrets.get_client_secret, conn.client_id)
+                await xero.revoke(conn.client_id, secret, tokens.refresh_token)
+                done.append("revoked the grant")
+        return done
+
+
+def _drop_unused_grants(config: Config) -> list[str]:
+    used = {c.grant_id for c in config.connections.values()}
+    unused = [g for g in config.grants if g not in used]
+    for grant_id in unused:
+        del config.grants[grant_id]
+    return unused
+
+
+def reconnect_names(config: Config, name: str) -> list[str]:
+    """The connections a reconnect of `name` renews: every one sharing its grant."""
+    conn = config.connections[name]
+    return [c.name for c in config.connections.values() if c.grant_id == conn.grant_id]
+
+
+def clone_draft(conn: Connection, secret: str | None) -> ConnectionDraft:
+    return ConnectionDraft(
+        kind=conn.kind,
+        client_id=conn.client_id,
+        client_secret=secret,
+        redirect_uri=conn.redirect_uri,
+        scopes=conn.scopes,
+        pkce=conn.pkce,
+    )
