@@ -1,0 +1,502 @@
+"""The secret store: client secrets and token sets, in the system keyring or an opt-in 0600 file.
+
+Keys are `client-secret:<client_id>` and `grant:<grant_id>` under the service `xero-tui`.
+Every keyring call runs in a daemon thread with a timeout, because a locked keyring can block
+forever and must neither freeze the UI nor keep the process from exiting. Every write is read
+back, because some backends accept a value and drop it. No message ever contains a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets as _random
+import threading
+import tomllib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import keyring
+from keyring.backend import KeyringBackend
+from keyring.backends import chainer, fail, null
+from keyring.errors import PasswordDeleteError
+
+from xero_tui.core.config import toml_key, toml_string
+from xero_tui.core.errors import ConfigError, StorageError, clean_text
+from xero_tui.core.fsutil import atomic_write, ensure_private_dir, remove_stale_temps
+from xero_tui.core.locks import file_lock
+from xero_tui.core.models import TokenSet
+from xero_tui.core.paths import Paths
+
+SERVICE = "xero-tui"
+DEFAULT_TIMEOUT = 5.0
+CHOICES = (
+    "unlock the keyring, install/start a Secret Service (gnome-keyring), or opt in to a plain "
+    '0600 file with --insecure-storage / secret_storage = "file"'
+)
+_FILE_SCHEMA = 1
+T = TypeVar("T")
+
+
+def client_secret_key(client_id: str) -> str:
+    return f"client-secret:{client_id}"
+
+
+def grant_key(grant_id: str) -> str:
+    return f"grant:{grant_id}"
+
+
+def encode_tokens(tokens: TokenSet) -> str:
+    """Compact JSON of what a refresh needs; the id token is not kept."""
+    data = {
+        "access_token": tokens.access_token,
+        "expires_at": tokens.expires_at,
+        "refresh_token": tokens.refresh_token,
+        "scopes": list(tokens.scopes),
+    }
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def decode_tokens(text: str) -> TokenSet:
+    """Raises ValueError (without quoting `text`) when it is not a stored token set."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    access = data.get("access_token")
+    expires = data.get("expires_at")
+    refresh = data.get("refresh_token")
+    scopes = data.get("scopes", [])
+    if not isinstance(access, str):
+        raise ValueError("access_token is not a string")
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        raise ValueError("expires_at is not a number")
+    if refresh is not None and not isinstance(refresh, str):
+        raise ValueError("refresh_token is not a string")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise ValueError("scopes is not a list of strings")
+    return TokenSet(access, float(expires), refresh, tuple(scopes))
+
+
+def _hidden_parts(value: str) -> list[str]:
+    """The value and, for a token set, each token in it: none may reach a message."""
+    parts = [value]
+    if value.startswith("{"):
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            parts += [v for v in data.values() if isinstance(v, str)]
+    return [part for part in parts if len(part) >= 4]
+
+
+def _scrub(text: str, hide: Iterable[str]) -> str:
+    for part in sorted(hide, key=len, reverse=True):
+        text = text.replace(part, "[hidden]")
+    return text
+
+
+class SecretStore(ABC):
+    """Where secrets live; `description` is what every screen and `status` shows."""
+
+    kind: Literal["keyring", "file"]
+
+    @property
+    @abstractmethod
+    def description(self) -> str: ...
+
+    @abstractmethod
+    def get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; a key that is not there is not an error."""
+
+    def _not_kept(self, key: str) -> StorageError:
+        return StorageError(
+            f"The {self.description} did not keep the value for {key} "
+            "(reading it back gave something else)."
+        )
+
+    def _put_checked(self, key: str, value: str) -> None:
+        self.set(key, value)
+        if self.get(key) != value:
+            raise self._not_kept(key)
+
+    def get_tokens(self, grant_id: str) -> TokenSet | None:
+        value = self.get(grant_key(grant_id))
+        if value is None:
+            return None
+        try:
+            return decode_tokens(value)
+        except ValueError as exc:
+            raise StorageError(
+                f"The tokens saved for grant {grant_id} in the {self.description} cannot be "
+                f"read ({exc}); reconnect to replace them."
+            ) from None
+
+    def put_tokens(self, grant_id: str, tokens: TokenSet) -> None:
+        """Save and read back; raises StorageError when the store did not keep them."""
+        self._put_checked(grant_key(grant_id), encode_tokens(tokens))
+
+    def delete_tokens(self, grant_id: str) -> None:
+        self.delete(grant_key(grant_id))
+
+    def get_client_secret(self, client_id: str) -> str | None:
+        return self.get(client_secret_key(client_id))
+
+    def put_client_secret(self, client_id: str, secret: str) -> None:
+        """Save and read back; raises StorageError when the store did not keep it."""
+        self._put_checked(client_secret_key(client_id), secret)
+
+    def delete_client_secret(self, client_id: str) -> None:
+        self.delete(client_secret_key(client_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyring
+
+
+class _NoAnswer(Exception):
+    """The call was still running when its time was up."""
+
+
+def _seconds(timeout: float) -> str:
+    return f"{timeout:g} s"
+
+
+def run_with_timeout(fn: Callable[[], T], timeout: float, name: str = "xero-tui keyring") -> T:
+    """Run `fn` in a daemon thread and wait at most `timeout` seconds for it.
+
+    A daemon thread rather than an executor: a hung call is abandoned, and it must not keep
+    the interpreter from exiting (executor threads are joined at exit). Raises `_NoAnswer`
+    on timeout, or whatever `fn` raised.
+    """
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    if not done.wait(timeout):
+        raise _NoAnswer
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
+
+
+def backend_label(backend: KeyringBackend) -> str:
+    """A short name for a backend: `SecretService`, `kwallet`, `macOS`, or the class name."""
+    if isinstance(backend, chainer.ChainerBackend):
+        inner = [backend_label(b) for b in _chained(backend)]
+        return " + ".join(inner) if inner else "no backend"
+    cls = type(backend)
+    if cls.__name__ == "Keyring":
+        return cls.__module__.rsplit(".", 1)[-1]
+    return cls.__name__
+
+
+def _chained(backend: chainer.ChainerBackend) -> list[KeyringBackend]:
+    try:
+        return list(backend.backends)
+    except Exception:
+        return []
+
+
+def _priority(backend: KeyringBackend) -> float:
+    try:
+        return float(backend.priority)
+    except Exception:
+        # A backend whose priority check fails is not viable here.
+        return 0.0
+
+
+def unusable_reason(backend: KeyringBackend) -> str | None:
+    """Why this backend cannot keep secrets, or None when it looks usable."""
+    label = backend_label(backend)
+    if isinstance(backend, fail.Keyring):
+        return "No keyring backend is available"
+    if isinstance(backend, null.Keyring):
+        return "The keyring is switched off (null backend, which drops every value)"
+    if isinstance(backend, chainer.ChainerBackend):
+        if not any(unusable_reason(b) is None for b in _chained(backend)):
+            return "No usable keyring backend was found"
+        return None
+    priority = _priority(backend)
+    if priority < 1:
+        return f"The keyring backend {label} is not a recommended one (priority {priority:g})"
+    return None
+
+
+class KeyringStore(SecretStore):
+    """Secrets in the system keyring; every call gives up after `timeout` seconds."""
+
+    kind: Literal["keyring", "file"] = "keyring"
+
+    def __init__(
+        self,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        backend: KeyringBackend | None = None,
+        service: str = SERVICE,
+    ) -> None:
+        self.timeout = timeout
+        self.service = service
+        self._backend = backend
+        self._label: str | None = backend_label(backend) if backend is not None else None
+
+    def _resolve(self) -> KeyringBackend:
+        # Runs in the worker thread: finding the default backend can itself talk to D-Bus.
+        if self._backend is None:
+            self._backend = keyring.get_keyring()
+            self._label = backend_label(self._backend)
+        return self._backend
+
+    @property
+    def description(self) -> str:
+        if self._label is None:
+            try:
+                run_with_timeout(self._resolve, self.timeout)
+            except Exception:
+                return "keyring (not answering)"
+        return f"keyring ({self._label})"
+
+    def _timeout_error(self) -> StorageError:
+        return StorageError(
+            f"The keyring did not answer within {_seconds(self.timeout)} (is it locked?). "
+            "Unlock it, or run with --insecure-storage to keep secrets in a 0600 file."
+        )
+
+    def _call(self, action: str, key: str, fn: Callable[[KeyringBackend], T], hide: list[str]) -> T:
+        try:
+            return run_with_timeout(lambda: fn(self._resolve()), self.timeout)
+        except _NoAnswer:
+            raise self._timeout_error() from None
+        except Exception as exc:
+            reason = clean_text(_scrub(f"{type(exc).__name__}: {exc}", hide), 200)
+            label = self._label or "default backend"
+            # `from None`: the backend's own exception could carry the value in its text.
+            raise StorageError(
+                f"The keyring ({label}) could not {action} {key}: {reason}. To go on, {CHOICES}."
+            ) from None
+
+    def _not_kept(self, key: str) -> StorageError:
+        return StorageError(
+            f"The keyring ({self._label}) did not keep the value for {key} "
+            f"(reading it back gave something else). To go on, {CHOICES}."
+        )
+
+    def get(self, key: str) -> str | None:
+        def read(backend: KeyringBackend) -> str | None:
+            return backend.get_password(self.service, key)
+
+        return self._call("read", key, read, [])
+
+    def set(self, key: str, value: str) -> None:
+        def write(backend: KeyringBackend) -> None:
+            backend.set_password(self.service, key, value)
+
+        self._call("save", key, write, _hidden_parts(value))
+
+    def delete(self, key: str) -> None:
+        def remove(backend: KeyringBackend) -> None:
+            with contextlib.suppress(PasswordDeleteError):  # already gone
+                backend.delete_password(self.service, key)
+
+        self._call("delete", key, remove, [])
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    backend: str
+    message: str
+
+
+def probe_keyring(
+    timeout: float = DEFAULT_TIMEOUT, *, backend: KeyringBackend | None = None
+) -> ProbeResult:
+    """Check, within `timeout` seconds in total, that the keyring keeps a value.
+
+    Run before the browser opens, so that a keyring that cannot keep the tokens is found before
+    the user consents rather than after.
+    """
+    seen = {"label": backend_label(backend) if backend is not None else "default backend"}
+
+    def work() -> ProbeResult:
+        chosen = backend if backend is not None else keyring.get_keyring()
+        label = seen["label"] = backend_label(chosen)
+        problem = unusable_reason(chosen)
+        if problem:
+            return ProbeResult(False, label, f"{problem}. To go on, {CHOICES}.")
+        key = f"probe:{_random.token_hex(8)}"
+        value = _random.token_urlsafe(16)
+        try:
+            chosen.set_password(SERVICE, key, value)
+            got = chosen.get_password(SERVICE, key)
+        finally:
+            # Nothing may be stored, or the backend already failed above.
+            with contextlib.suppress(Exception):
+                chosen.delete_password(SERVICE, key)
+        if got != value:
+            return ProbeResult(
+                False,
+                label,
+                f"The keyring ({label}) did not keep a test value. To go on, {CHOICES}.",
+            )
+        return ProbeResult(True, label, f"Secrets will be kept in the keyring ({label}).")
+
+    try:
+        return run_with_timeout(work, timeout, "xero-tui keyring probe")
+    except _NoAnswer:
+        label = seen["label"]
+        return ProbeResult(
+            False,
+            label,
+            f"The keyring ({label}) did not answer within {_seconds(timeout)} (is it locked?). "
+            f"To go on, {CHOICES}.",
+        )
+    except Exception as exc:
+        label = seen["label"]
+        reason = clean_text(f"{type(exc).__name__}: {exc}", 200)
+        return ProbeResult(
+            False,
+            label,
+            f"The keyring ({label}) failed a test write ({reason}). To go on, {CHOICES}.",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain file
+
+
+class FileStore(SecretStore):
+    """Secrets in `secrets.toml`, 0600 in a 0700 dir, for when no keyring can be used (opt-in)."""
+
+    kind: Literal["keyring", "file"] = "file"
+
+    def __init__(self, paths: Paths, lock_timeout: float = 10.0) -> None:
+        self.paths = paths
+        self.lock_timeout = lock_timeout
+
+    @property
+    def path(self) -> Path:
+        return self.paths.secrets_file
+
+    @property
+    def description(self) -> str:
+        return f"plain file {self.path}"
+
+    def _not_kept(self, key: str) -> StorageError:
+        return StorageError(
+            f"The secrets file {self.path} did not keep the value for {key} "
+            "(reading it back gave something else); check the disk and the file's owner."
+        )
+
+    def _read(self) -> dict[str, str]:
+        path = self.path
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return {}
+        except UnicodeDecodeError:
+            raise StorageError(f"{path} is not UTF-8 text; fix or move the file.") from None
+        except OSError as exc:
+            reason = exc.strerror or exc.__class__.__name__
+            raise StorageError(f"Could not read {path}: {reason}.") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            # tomllib names the position, never the text, so no secret can leak from here.
+            raise StorageError(f"{path}: {exc}; fix or move the file.") from None
+        schema = data.get("schema", _FILE_SCHEMA)
+        if schema != _FILE_SCHEMA:
+            raise StorageError(
+                f"{path}: schema {clean_text(str(schema), 20)} is not one this xero-tui reads; "
+                "upgrade xero-tui, or move the file."
+            )
+        table = data.get("secrets", {})
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise StorageError(f"{path}: [secrets] must hold only strings; fix or move the file.")
+        return table
+
+    def _dump(self, table: dict[str, str]) -> bytes:
+        lines = [
+            '# xero-tui keeps secrets here because secret_storage is "file" (no keyring).',
+            "# Anyone who can read this file can use the Xero connections it holds.",
+            f"schema = {_FILE_SCHEMA}",
+            "",
+            "[secrets]",
+        ]
+        lines += [f"{toml_key(key)} = {toml_string(table[key])}" for key in sorted(table)]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def _modify(self, change: Callable[[dict[str, str]], None]) -> None:
+        path = self.path
+        try:
+            ensure_private_dir(self.paths.config_dir, for_file=path)
+            ensure_private_dir(self.paths.lock_dir, for_file=path)
+        except ConfigError as exc:
+            raise StorageError(str(exc)) from None
+        with file_lock(self.paths.secrets_lock, self.lock_timeout):
+            remove_stale_temps(path)
+            table = self._read()
+            before = dict(table)
+            change(table)
+            if table == before and path.exists():
+                return
+            try:
+                atomic_write(path, self._dump(table))
+            except ConfigError as exc:
+                raise StorageError(str(exc)) from None
+
+    def get(self, key: str) -> str | None:
+        # No lock: writers replace the file atomically.
+        return self._read().get(key)
+
+    def set(self, key: str, value: str) -> None:
+        def put(table: dict[str, str]) -> None:
+            table[key] = value
+
+        self._modify(put)
+
+    def delete(self, key: str) -> None:
+        def remove(table: dict[str, str]) -> None:
+            table.pop(key, None)
+
+        if self.path.exists():
+            self._modify(remove)
+
+
+def open_store(
+    paths: Paths,
+    secret_storage: str,
+    *,
+    insecure: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> SecretStore:
+    """The store the settings ask for; does not probe the keyring (callers do, before consent)."""
+    if insecure or secret_storage == "file":
+        return FileStore(paths)
+    if secret_storage == "keyring":
+        return KeyringStore(timeout)
+    raise StorageError(
+        f'Unknown secret storage "{clean_text(secret_storage, 40)}": use "keyring" or "file".'
+    )
