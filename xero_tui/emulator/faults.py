@@ -1,0 +1,89 @@
+"""Faults the emulator can inject: queued one-shot ones and random ones at a given rate."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+ENDPOINTS = frozenset({"token", "revocation", "connections", "organisation", "authorize"})
+ANY = "*"
+KINDS = frozenset({"status", "rate_limit", "delay", "drop_after", "reset"})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do to one request.
+
+    `reset` closes the socket without processing, `status` and `rate_limit` answer instead of
+    processing, `delay` sleeps and then processes, `drop_after` processes and then closes the
+    socket without answering (so a refresh really rotated before the client saw nothing).
+    """
+
+    kind: str
+    status: int | None = None
+    delay: float = 0.0
+    retry_after: int | None = None
+
+    @classmethod
+    def make(
+        cls,
+        endpoint: str,
+        kind: str,
+        *,
+        status: int | None = None,
+        delay: float = 0.0,
+        retry_after: int | None = None,
+    ) -> Fault:
+        if endpoint != ANY and endpoint not in ENDPOINTS:
+            raise ValueError(
+                f"unknown endpoint {endpoint!r}; use one of {sorted(ENDPOINTS)} or '*'"
+            )
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(KINDS)}")
+        if kind == "status" and (status is None or not 400 <= status <= 599):
+            raise ValueError("a 'status' fault needs status between 400 and 599")
+        if delay < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError("delay and retry_after cannot be negative")
+        return cls(kind, status, float(delay), retry_after)
+
+
+@dataclass
+class _Rate:
+    rate: float
+    fault: Fault
+    rng: random.Random
+
+
+class FaultPlan:
+    """Faults per endpoint; not locked itself, the emulator's state lock guards it."""
+
+    def __init__(self) -> None:
+        self._queued: dict[str, deque[Fault]] = {}
+        self._rates: dict[str, dict[str, _Rate]] = {}
+
+    def inject(self, endpoint: str, fault: Fault, count: int) -> None:
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._queued.setdefault(endpoint, deque()).extend([fault] * count)
+
+    def set_rate(self, endpoint: str, fault: Fault, rate: float, seed: int | None) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        rates = self._rates.setdefault(endpoint, {})
+        if rate == 0:
+            rates.pop(fault.kind, None)
+        else:
+            rates[fault.kind] = _Rate(rate, fault, random.Random(seed))
+
+    def take(self, endpoint: str) -> Fault | None:
+        """The fault for the next request to `endpoint`: queued ones first (FIFO), then random."""
+        for key in (endpoint, ANY):
+            queue = self._queued.get(key)
+            if queue:
+                return queue.popleft()
+        for key in (endpoint, ANY):
+            for entry in self._rates.get(key, {}).values():
+                if entry.rng.random() < entry.rate:
+                    return entry.fault
+        return None

@@ -1,0 +1,469 @@
+"""The emulator's HTTP server: routing, injected faults, and the `Emulator` handle around it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, TextIO
+from urllib.parse import parse_qs, urlsplit
+
+from xero_tui.core.endpoints import ENV_API, ENV_IDENTITY, ENV_LOGIN, Endpoints
+from xero_tui.core.errors import UsageError
+from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
+from xero_tui.emulator.faults import Fault
+from xero_tui.emulator.model import DemoClient, DemoTenant, EmulatorStats
+from xero_tui.emulator.pages import DECISION_PATH
+from xero_tui.emulator.replies import Refused, Reply, json_reply, rate_limited
+from xero_tui.emulator.state import EmulatorState
+
+DEFAULT_PORT = 8720
+MAX_BODY = 1 << 20
+ADMIN = "/_emulator/"
+
+# path (lower case) -> endpoint name for faults, or None for paths that are never faulted
+_PATHS: dict[str, str | None] = {
+    "/": None,
+    "/.well-known/openid-configuration": None,
+    "/.well-known/openid-configuration/jwks": None,
+    "/identity/connect/authorize": "authorize",
+    DECISION_PATH: "authorize",
+    "/connect/token": "token",
+    "/connect/revocation": "revocation",
+    "/connections": "connections",
+    "/api.xro/2.0/organisation": "organisation",
+}
+_CONNECTION_PREFIX = "/connections/"
+
+
+class Emulator:
+    """A local stand-in for Xero's login, identity and API hosts, served from one port.
+
+    The server runs in daemon threads, so it can live inside a test or the TUI; all state sits
+    behind one lock. Usable as a context manager (`with Emulator() as emu: ...`).
+    """
+
+    def __init__(
+        self, port: int = 0, tenants: int = 3, host: str = "127.0.0.1", seed: int = 0
+    ) -> None:
+        self._state = EmulatorState(tenants=tenants, seed=seed)
+        self._host = host
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Emulator:
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        server = _Server((self._host, self._port), family, self._state)
+        self._port = server.server_address[1]
+        server.base_url = self.url
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=f"xero-emulator-{self._port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_open_connections()
+        thread.join()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._port == 0:
+            raise RuntimeError("the emulator has not been started")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self._host, self._host)
+        return f"http://[{host}]:{self._port}" if ":" in host else f"http://{host}:{self._port}"
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints.single_host(self.url)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables that point xero-tui at this emulator."""
+        return {ENV_LOGIN: self.url, ENV_IDENTITY: self.url, ENV_API: self.url}
+
+    @property
+    def web_client(self) -> DemoClient:
+        return self._state.web_client
+
+    @property
+    def pkce_client(self) -> DemoClient:
+        return self._state.pkce_client
+
+    @property
+    def custom_client(self) -> DemoClient:
+        return self._state.custom_client
+
+    @property
+    def tenants(self) -> list[DemoTenant]:
+        return list(self._state.tenants)
+
+    def register_client(
+        self,
+        client_id: str,
+        client_secret: str | None,
+        kind: Kind | str,
+        redirect_uris: tuple[str, ...] = (DEFAULT_REDIRECT_URI,),
+        granular: bool = True,
+        *,
+        name: str | None = None,
+    ) -> DemoClient:
+        """Add (or replace) an app; a custom connection gets its one organisation connected."""
+        return self._state.register_client(
+            client_id, client_secret, kind, redirect_uris, granular, name=name
+        )
+
+    def inject(
+        self,
+        endpoint: str,
+        kind: str,
+        count: int = 1,
+        *,
+        status: int | None = None,
+        delay: float = 0.0,
+        retry_after: int | None = None,
+    ) -> None:
+        """Queue `count` one-shot faults for the next requests to `endpoint` ("*": any)."""
+        fault = Fault.make(endpoint, kind, status=status, delay=delay, retry_after=retry_after)
+        self._state.inject(endpoint, fault, count)
+
+    def set_fault_rate(
+        self,
+        endpoint: str,
+        kind: str,
+        rate: float,
+        *,
+        seed: int | None = None,
+        status: int | None = None,
+        delay: float = 0.0,
+        retry_after: int | None = None,
+    ) -> None:
+        """Fault a random fraction `rate` of requests to `endpoint`; rate 0 clears that kind."""
+        fault = Fault.make(endpoint, kind, status=status, delay=delay, retry_after=retry_after)
+        self._state.set_fault_rate(endpoint, fault, rate, seed)
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the emulator's clock forward; returns the total offset from real time."""
+        return self._state.advance_clock(seconds)
+
+    @property
+    def stats(self) -> EmulatorStats:
+        return self._state.stats()
+
+    def current_refresh_token(self, client_id: str, auth_event_id: str | None = None) -> str | None:
+        """The refresh token honoured without grace, for one consent or the client's latest."""
+        return self._state.current_refresh_token(client_id, auth_event_id)
+
+    def revoke_all(self, client_id: str) -> int:
+        """The user removed the app: revoke every grant and connection; returns the grants revoked."""
+        return self._state.revoke_all(client_id)
+
+    def disconnect_tenant(self, client_id: str, tenant_id: str) -> bool:
+        """The user disconnected one organisation from the app; False if it was not connected."""
+        return self._state.disconnect_tenant(client_id, tenant_id)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: int, state: EmulatorState) -> None:
+        self.address_family = family
+        self.state = state
+        self.base_url = ""
+        self.stopping = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._resets: set[socket.socket] = set()
+        self._guard = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name, which can stall without a network.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
+        with self._guard:
+            if add:
+                self._open.add(sock)
+            else:
+                self._open.discard(sock)
+
+    def mark_reset(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with self._guard:
+            self._resets.add(sock)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._guard:
+            reset = request in self._resets
+            self._resets.discard(request)
+        if reset:
+            # Skipping the polite shutdown makes close() send a TCP reset (SO_LINGER 0).
+            self.close_request(request)
+        else:
+            super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """Wake handler threads waiting on idle keep-alive connections once stopped."""
+        with self._guard:
+            open_sockets = list(self._open)
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer is normal for fault tests; stay quiet.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "xero-tui-emulator"
+    sys_version = ""
+    timeout = 60
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, add=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged: the emulator often runs under a TUI or inside tests."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/").lower() or "/"
+        query = parse_qs(url.query, keep_blank_values=True)
+        body = self._read_body()
+        if body is None:
+            return
+        if path.startswith(ADMIN):
+            self._send(self._admin(method, path[len(ADMIN) :], body))
+            return
+        if path.startswith(_CONNECTION_PREFIX):
+            endpoint: str | None = "connections"
+        elif path in _PATHS:
+            endpoint = _PATHS[path]
+        else:
+            self._send(json_reply(404, {"error": "not_found", "path": url.path}))
+            return
+        fault = self.server.state.take_fault(endpoint) if endpoint else None
+        if fault is not None:
+            if fault.kind == "reset":
+                self.server.mark_reset(self.connection)
+                self.close_connection = True
+                return
+            if fault.kind == "status":
+                status = fault.status or 500
+                self._send(json_reply(status, {"error": "injected_fault", "status": status}))
+                return
+            if fault.kind == "rate_limit":
+                self._send(rate_limited("minute", fault.retry_after, {}))
+                return
+            self.server.stopping.wait(fault.delay)
+        reply = self._answer(method, path, query, body)
+        if fault is not None and fault.kind == "drop_after":
+            self.close_connection = True
+            return
+        self._send(reply)
+
+    def _answer(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Reply:
+        state = self.server.state
+        authorization = self.headers.get("Authorization")
+        routes: dict[tuple[str, str], Callable[[], Reply]] = {
+            ("GET", "/"): lambda: state.index(self.server.base_url),
+            ("GET", "/.well-known/openid-configuration"): lambda: state.discovery(
+                self.server.base_url
+            ),
+            ("GET", "/.well-known/openid-configuration/jwks"): state.jwks,
+            ("GET", "/identity/connect/authorize"): lambda: state.authorize(query),
+            ("POST", DECISION_PATH): lambda: state.decide(self._form(body)),
+            ("POST", "/connect/token"): lambda: state.token(authorization, self._form(body)),
+            ("POST", "/connect/revocation"): lambda: state.revoke(authorization, self._form(body)),
+            ("GET", "/connections"): lambda: state.list_connections(authorization, query),
+            ("GET", "/api.xro/2.0/organisation"): lambda: state.organisation(
+                authorization, self.headers.get("xero-tenant-id")
+            ),
+        }
+        if path.startswith(_CONNECTION_PREFIX):
+            connection_id = path[len(_CONNECTION_PREFIX) :]
+            routes[("DELETE", path)] = lambda: state.delete_connection(authorization, connection_id)
+        route = routes.get((method, path))
+        try:
+            if route is None:
+                allowed = ", ".join(sorted(m for m, p in routes if p == path))
+                return json_reply(405, {"error": "method_not_allowed"}, {"Allow": allowed})
+            return route()
+        except Refused as refused:
+            return refused.reply
+        except Exception:
+            # An emulator bug: answer it visibly instead of hanging the client.
+            return json_reply(500, {"error": "emulator_error", "detail": traceback.format_exc()})
+
+    def _form(self, body: bytes) -> dict[str, list[str]]:
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            raise Refused(json_reply(400, {"error": "invalid_request"}))
+        return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering a body this server will not read."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(json_reply(411, {"error": "length_required"}))
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            self._send(json_reply(413, {"error": "body_too_large"}))
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def _admin(self, method: str, action: str, body: bytes) -> Reply:
+        """`/_emulator/...`: the Python controls, for a test or person in another process."""
+        state = self.server.state
+        if method == "GET" and action == "stats":
+            return json_reply(200, state.stats().as_dict())
+        if method != "POST":
+            return json_reply(405, {"error": "method_not_allowed"}, {"Allow": "POST"})
+        # Requiring JSON keeps a web page from driving the emulator with a plain form post.
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            return json_reply(415, {"error": "send application/json"})
+        try:
+            args = json.loads(body or b"{}")
+            if not isinstance(args, dict):
+                raise ValueError("send a JSON object")
+            return json_reply(200, _admin_action(state, action, args))
+        except KeyError as missing:
+            return json_reply(400, {"error": f"missing field {missing}"})
+        except (ValueError, TypeError) as exc:
+            return json_reply(400, {"error": str(exc)})
+
+
+def _admin_action(state: EmulatorState, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    def fault() -> Fault:
+        return Fault.make(
+            args["endpoint"],
+            args["kind"],
+            status=args.get("status"),
+            delay=float(args.get("delay", 0.0)),
+            retry_after=args.get("retry_after"),
+        )
+
+    if action == "inject":
+        state.inject(args["endpoint"], fault(), int(args.get("count", 1)))
+        return {"ok": True}
+    if action == "fault-rate":
+        state.set_fault_rate(args["endpoint"], fault(), float(args["rate"]), args.get("seed"))
+        return {"ok": True}
+    if action == "clock":
+        return {"offset": state.advance_clock(float(args["seconds"]))}
+    if action == "revoke-all":
+        return {"revoked": state.revoke_all(str(args["client_id"]))}
+    if action == "disconnect":
+        return {"removed": state.disconnect_tenant(str(args["client_id"]), str(args["tenant_id"]))}
+    raise ValueError(f"unknown action {action!r}")
+
+
+def serve(port: int = DEFAULT_PORT, tenants: int = 3, out: TextIO | None = None) -> None:
+    """Run the emulator in the foreground (`xero-tui emulator`) until Ctrl-C."""
+    out = sys.stdout if out is None else out
+    try:
+        emulator = Emulator(port=port, tenants=tenants).start()
+    except ValueError as exc:
+        raise UsageError(f"The emulator cannot start: {exc}.") from exc
+    except OSError as exc:
+        raise UsageError(
+            f"The emulator cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}). "
+            "Choose another port with --port."
+        ) from exc
+    try:
+        out.write(_banner(emulator, tenants))
+        out.flush()
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        out.write("\nEmulator stopped.\n")
+        out.flush()
+    finally:
+        emulator.stop()
+
+
+def _banner(emulator: Emulator, tenants: int) -> str:
+    lines = [
+        f"Local Xero emulator for xero-tui on {emulator.url} "
+        f"({tenants} demo organisation{'s' if tenants != 1 else ''}). Press Ctrl-C to stop.",
+        "",
+        "Point xero-tui at it:",
+        *(f"  export {name}={shlex.quote(value)}" for name, value in emulator.env.items()),
+        "",
+        "Demo apps it accepts (fake credentials known only to this emulator):",
+    ]
+    for client in (emulator.web_client, emulator.pkce_client, emulator.custom_client):
+        lines.append(f"  {client.kind.label}")
+        lines.append(f"    client id:     {client.client_id}")
+        lines.append(f"    client secret: {client.client_secret or '(none)'}")
+        if client.redirect_uris:
+            lines.append(f"    redirect URI:  {', '.join(client.redirect_uris)}")
+    return "\n".join(lines) + "\n"
