@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -40,3 +41,18 @@ def keyring_file(tmp_path: Path) -> Path:
 def python_cmd(*args: str) -> list[str]:
     """The command that runs xero-tui in a child process with this interpreter."""
     return [sys.executable, "-m", "xero_tui", *args]
+
+
+if TYPE_CHECKING:
+    from xero_tui.emulator import Emulator
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """A running emulator with three demo organisations; xero-tui's URLs point at it."""
+    from xero_tui.emulator import Emulator
+
+    with Emulator(tenants=3) as emu:
+        for k, v in emu.env.items():
+            monkeypatch.setenv(k, v)
+        yield emu
