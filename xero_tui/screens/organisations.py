@@ -1,0 +1,370 @@
+"""Pick the organisations to connect after a consent: filter as you type, select several.
+
+The list is a Line API widget rather than an OptionList: an OptionList measures every option on
+each `set_options`, which costs 65-190 ms for 10,000 organisations, while this list only renders
+the rows on screen, so a filter keystroke is a list comprehension over precomputed folded names.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Footer, Input, Static
+
+from xero_tui.core.errors import clean_text
+from xero_tui.core.models import Tenant
+
+if TYPE_CHECKING:
+    from xero_tui.core.service import ConsentOutcome
+
+CHECKED = "[x] "
+UNCHECKED = "[ ] "
+NEW_TAG = "new"
+SAVED_TAG = "saved"
+TYPE_LABELS = {
+    "ORGANISATION": "Organisation",
+    "PRACTICE": "Practice",
+    "PRACTICEMANAGER": "Practice Manager",
+}
+
+
+def type_label(tenant_type: str) -> str:
+    return TYPE_LABELS.get(tenant_type, tenant_type.replace("_", " ").title())
+
+
+def _fit(text: str, width: int) -> str:
+    """Pad or cut `text` to exactly `width` cells, with an ellipsis when cut."""
+    if width <= 0:
+        return ""
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width)
+
+
+class TenantList(ScrollView, can_focus=False):
+    """One row per organisation; only the rows on screen are ever rendered.
+
+    Focus stays in the filter above, so the screen drives the cursor and the selection.
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "tenant-list--row",
+        "tenant-list--cursor",
+        "tenant-list--checked",
+        "tenant-list--new",
+        "tenant-list--saved",
+        "tenant-list--type",
+        "tenant-list--empty",
+    }
+
+    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+
+    class Toggled(Message):
+        """A row was clicked: the screen treats it like space on that row."""
+
+        def __init__(self, row: int) -> None:
+            super().__init__()
+            self.row = row
+
+    def __init__(
+        self,
+        tenants: Sequence[Tenant],
+        new_ids: frozenset[str],
+        saved_ids: frozenset[str],
+        *,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.tenants = tenants
+        self._new = [t.tenant_id in new_ids for t in tenants]
+        self._saved = [t.tenant_id in saved_ids for t in tenants]
+        self._types = [type_label(t.tenant_type) for t in tenants]
+        self._type_width = max((cell_len(label) for label in set(self._types)), default=0)
+        self.rows: list[int] = list(range(len(tenants)))
+        self.checked: set[int] = set()
+        self.empty_message = "No organisations."
+        self._styles: dict[tuple[str, ...], Style] = {}
+
+    # Data --------------------------------------------------------------------------------------
+
+    def show_rows(self, rows: list[int]) -> None:
+        """Replace the visible rows (indexes into `tenants`), keeping the cursor's tenant if shown."""
+        current = self.current
+        self.rows = rows
+        self._set_row_count()
+        cursor = 0
+        if current is not None and rows:
+            # The cursor's tenant keeps its place in a narrowed list when it is still there;
+            # a bisect finds it because `rows` keeps the original (ascending) order.
+            pos = bisect_left(rows, current)
+            if pos < len(rows) and rows[pos] == current:
+                cursor = pos
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self.cursor = cursor
+        self.refresh()
+
+    @property
+    def current(self) -> int | None:
+        """The index into `tenants` of the row under the cursor."""
+        if not self.rows:
+            return None
+        return self.rows[min(self.cursor, len(self.rows) - 1)]
+
+    def toggle(self) -> None:
+        index = self.current
+        if index is None:
+            return
+        self.checked.symmetric_difference_update({index})
+        self.refresh_row(self.cursor)
+
+    def refresh_row(self, row: int) -> None:
+        self.refresh(Region(0, row - self.scroll_offset.y, self.size.width, 1))
+
+    # Cursor ------------------------------------------------------------------------------------
+
+    def validate_cursor(self, cursor: int) -> int:
+        return max(0, min(cursor, len(self.rows) - 1))
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.refresh_row(old)
+        self.refresh_row(new)
+        self.scroll_to_region(
+            Region(0, new, max(self.size.width, 1), 1), animate=False, immediate=True, force=True
+        )
+
+    def move(self, delta: int) -> None:
+        self.cursor = self.cursor + delta
+
+    @property
+    def page(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    # Rendering ---------------------------------------------------------------------------------
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._set_row_count()
+
+    def _set_row_count(self) -> None:
+        # Only the scrollbar depends on the row count, so a keystroke updates it without a
+        # layout pass of the whole screen (which would double the work of each keystroke).
+        size = Size(self.scrollable_content_region.width, len(self.rows))
+        self.set_reactive(TenantList.virtual_size, size)
+        self._scroll_update(size)
+        self.refresh()
+
+    def notify_style_update(self) -> None:
+        self._styles.clear()
+        super().notify_style_update()
+
+    def _style(self, *names: str) -> Style:
+        # Looking a component style up costs more than building a row; a row uses up to five.
+        style = self._styles.get(names)
+        if style is None:
+            style = self._styles[names] = self.get_component_rich_style(*names)
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        row = self.scroll_offset.y + y
+        base = self._style("tenant-list--row")
+        if not self.rows:
+            if y == 0:
+                style = self._style("tenant-list--empty")
+                return Strip([Segment(_fit(" " + self.empty_message, width), style)], width)
+            return Strip.blank(width, base)
+        if row >= len(self.rows):
+            return Strip.blank(width, base)
+        index = self.rows[row]
+        layer = (
+            ("tenant-list--row", "tenant-list--cursor")
+            if row == self.cursor
+            else ("tenant-list--row",)
+        )
+        return Strip(self._segments(index, width, layer), width)
+
+    def _segments(self, index: int, width: int, layer: tuple[str, ...]) -> list[Segment]:
+        tenant = self.tenants[index]
+        checked = index in self.checked
+        tags_width = 1 + len(NEW_TAG) + 1 + len(SAVED_TAG) + 1 + self._type_width + 1
+        name_width = width - len(CHECKED) - 1 - tags_width
+        if name_width < 12:
+            # Too narrow for the tags: the name matters more than the type.
+            name_width, tags_width = width - len(CHECKED) - 1, 0
+        base = self._style(*layer)
+        box_style = self._style(*layer, "tenant-list--checked") if checked else base
+        segments = [
+            Segment(" ", base),
+            Segment(CHECKED if checked else UNCHECKED, box_style),
+            Segment(_fit(clean_text(tenant.tenant_name), name_width), base),
+        ]
+        if tags_width:
+            new = NEW_TAG if self._new[index] else " " * len(NEW_TAG)
+            saved = SAVED_TAG if self._saved[index] else " " * len(SAVED_TAG)
+            segments += [
+                Segment(" ", base),
+                Segment(new, self._style(*layer, "tenant-list--new")),
+                Segment(" ", base),
+                Segment(saved, self._style(*layer, "tenant-list--saved")),
+                Segment(" ", base),
+                Segment(
+                    _fit(self._types[index], self._type_width),
+                    self._style(*layer, "tenant-list--type"),
+                ),
+                Segment(" ", base),
+            ]
+        return segments
+
+    def on_click(self, event: events.Click) -> None:
+        row = self.scroll_offset.y + event.y
+        if 0 <= row < len(self.rows):
+            self.cursor = row
+            self.post_message(self.Toggled(row))
+
+
+class FilterInput(Input):
+    """The filter leaves space to the screen, where it selects the highlighted organisation."""
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        return key != "space" and super().check_consume_key(key, character)
+
+
+class OrganisationsScreen(Screen[list[Tenant] | None]):
+    """Every organisation the consent reaches: the ones it just granted first."""
+
+    CSS_PATH = "organisations.tcss"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_row", "Select", priority=True),
+        Binding("enter", "confirm", "Connect", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("up", "move(-1)", "Up", show=False, priority=True),
+        Binding("down", "move(1)", "Down", show=False, priority=True),
+        Binding("pageup", "page(-1)", "Page up", show=False, priority=True),
+        Binding("pagedown", "page(1)", "Page down", show=False, priority=True),
+        Binding("home", "jump(0)", "First", show=False, priority=True),
+        Binding("end", "jump(-1)", "Last", show=False, priority=True),
+    ]
+
+    def __init__(self, outcome: ConsentOutcome, saved_tenant_ids: frozenset[str]) -> None:
+        super().__init__()
+        self.outcome = outcome
+        self.tenants = outcome.ordered()
+        self._saved_ids = saved_tenant_ids
+        self._folded = [t.tenant_name.casefold() for t in self.tenants]
+        self._query = ""
+
+    def compose(self) -> ComposeResult:
+        new = sum(t.tenant_id in self.outcome.new_tenant_ids for t in self.tenants)
+        yield Static("Choose organisations", id="org-title")
+        yield Static(self._intro(new), id="org-intro")
+        yield FilterInput(placeholder="Type to filter by name", id="org-filter")
+        yield TenantList(self.tenants, self.outcome.new_tenant_ids, self._saved_ids, id="org-list")
+        yield Static(id="org-status")
+        yield Footer()
+
+    def _intro(self, new: int) -> str:
+        total = len(self.tenants)
+        reach = f"This consent reaches {total:,} organisation{'s' if total != 1 else ''}"
+        granted = f"; {new:,} just granted (marked new) come first" if new else ""
+        return (
+            f"{reach}{granted}. Each one you choose becomes a connection; they share this consent. "
+            "Space selects several, enter connects the selection (or the highlighted one)."
+        )
+
+    def on_mount(self) -> None:
+        tenant_list = self.query_one(TenantList)
+        tenant_list.empty_message = (
+            "No organisation matches the filter."
+            if self.tenants
+            else "Xero returned no organisations for this consent."
+        )
+        self._update_status()
+
+    @property
+    def tenant_list(self) -> TenantList:
+        return self.query_one(TenantList)
+
+    # Filter --------------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#org-filter")
+    def _filter(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    def apply_filter(self, text: str) -> None:
+        query = text.casefold()
+        tenant_list = self.tenant_list
+        folded = self._folded
+        if not query:
+            rows = list(range(len(self.tenants)))
+        else:
+            # Typing narrows: only the rows already shown can still match.
+            narrowing = query.startswith(self._query)
+            candidates = tenant_list.rows if narrowing else range(len(self.tenants))
+            rows = [i for i in candidates if query in folded[i]]
+        self._query = query
+        tenant_list.show_rows(rows)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        tenant_list = self.tenant_list
+        shown, total = len(tenant_list.rows), len(self.tenants)
+        chosen = len(tenant_list.checked)
+        parts = [f"{shown:,} of {total:,} shown" if shown != total else f"{total:,} shown"]
+        parts.append(f"{chosen:,} selected" if chosen else "none selected")
+        self.query_one("#org-status", Static).update(" · ".join(parts), layout=False)
+
+    # Keys ----------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_row", "move", "page", "jump"):
+            return bool(self.tenant_list.rows)
+        if action == "confirm":
+            return bool(self.tenant_list.rows or self.tenant_list.checked)
+        return True
+
+    def action_move(self, delta: int) -> None:
+        self.tenant_list.move(delta)
+
+    def action_page(self, direction: int) -> None:
+        tenant_list = self.tenant_list
+        tenant_list.move(direction * tenant_list.page)
+
+    def action_jump(self, row: int) -> None:
+        tenant_list = self.tenant_list
+        tenant_list.cursor = row if row >= 0 else len(tenant_list.rows) - 1
+
+    def action_toggle_row(self) -> None:
+        self.tenant_list.toggle()
+        self._update_status()
+        self.refresh_bindings()
+
+    @on(TenantList.Toggled)
+    def _clicked(self, event: TenantList.Toggled) -> None:
+        self.action_toggle_row()
+
+    def action_confirm(self) -> None:
+        tenant_list = self.tenant_list
+        if tenant_list.checked:
+            chosen = sorted(tenant_list.checked)
+        elif tenant_list.current is not None:
+            chosen = [tenant_list.current]
+        else:
+            return
+        self.dismiss([self.tenants[i] for i in chosen])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
