@@ -86,11 +86,12 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
 
 
 def ensure_private_dir(path: Path, *, for_file: Path | None = None) -> None:
-    """Create `path` as 0700 (parents get the usual mode) and tighten it if it is looser.
+    """Create `path` as 0700 (parents get the usual mode), or take group and other bits off it.
 
     Only a directory owned by the current user is tightened: the config dir and its lock dir are
-    the app's own, while a shared parent someone pointed us at is not ours to change. Raises
-    ConfigError; with `for_file`, the message names the file the directory was needed for.
+    the app's own, while a shared parent someone pointed us at is not ours to change. Owner bits
+    of an existing directory are left alone, so a directory made read-only stays read-only.
+    Raises ConfigError; with `for_file`, the message names the file the directory was for.
     """
 
     def fail(reason: str) -> ConfigError:
@@ -99,24 +100,29 @@ def ensure_private_dir(path: Path, *, for_file: Path | None = None) -> None:
         return ConfigError(f"Could not write {for_file}: could not create {path} ({reason}).")
 
     try:
-        path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-        info = path.stat()
-        if not stat.S_ISDIR(info.st_mode):
-            raise fail("it is not a directory")
-        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != PRIVATE_DIR:
+        try:
+            path.mkdir(mode=PRIVATE_DIR, parents=True)
+        except FileExistsError:
+            info = path.stat()
+            if not stat.S_ISDIR(info.st_mode):
+                raise fail("a file of that name is in the way") from None
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid == os.getuid() and mode & 0o077:
+                os.chmod(path, mode & 0o700)
+        else:
+            # mkdir's mode went through the umask; set it exactly.
             os.chmod(path, PRIVATE_DIR)
-    except FileExistsError:
-        raise fail("a file of that name is in the way") from None
     except OSError as exc:
         raise fail(_reason(exc)) from None
 
 
-def tighten_file(path: Path, mode: int = PRIVATE_FILE) -> None:
-    """Bring an existing file down to `mode` (a hand-created 0644 config, say); best effort."""
+def tighten_file(path: Path) -> None:
+    """Take group and other bits off an existing file (a hand-made 0644 config); best effort."""
     with contextlib.suppress(OSError):
         info = path.stat()
-        if stat.S_IMODE(info.st_mode) != mode and info.st_uid == os.getuid():
-            os.chmod(path, mode)
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077 and info.st_uid == os.getuid():
+            os.chmod(path, mode & 0o700)
 
 
 def stale_temps(path: Path) -> list[Path]:
