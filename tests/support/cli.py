@@ -1,0 +1,96 @@
+"""Running the real `xero-tui` command in child processes, as scripts and users do."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("XERO_CLIENT_SECRET", None)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str = "", timeout: float = 60
+) -> Result:
+    proc = subprocess.run(
+        [sys.executable, "-m", "xero_tui", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+class Connecting:
+    """A `xero-tui connect` child: read its stderr for the URL, feed its stdin, wait for it."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xero_tui", "connect", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.err_lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            self.err_lines.put(line)
+
+    def wait_for_line(self, needle: str, timeout: float = 20) -> str:
+        while True:
+            try:
+                line = self.err_lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line with {needle!r} in: {''.join(self.stderr)}"
+                ) from None
+            if needle in line:
+                return line
+
+    def url(self) -> str:
+        return self.wait_for_line("/identity/connect/authorize").strip()
+
+    def paste(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 30) -> Result:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        out = self.proc.stdout.read() if self.proc.stdout else ""
+        code = self.proc.wait(timeout=timeout)
+        return Result(code, out, "".join(self.stderr))
