@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -87,10 +88,8 @@ class Connecting:
 
     def finish(self, timeout: float = 30) -> Result:
         assert self.proc.stdin is not None
-        try:
+        with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
         out = self.proc.stdout.read() if self.proc.stdout else ""
         code = self.proc.wait(timeout=timeout)
         return Result(code, out, "".join(self.stderr))
