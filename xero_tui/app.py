@@ -1,0 +1,204 @@
+"""The Textual app: screens, bindings, theme and the command palette.
+
+Only the TUI imports Textual; the CLI imports this module only when it starts the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import ModalScreen, Screen
+from textual.worker import Worker, WorkerState
+
+from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
+from xero_tui.screens import PaletteCommand, error_sentence
+from xero_tui.screens.checklist import ChecklistScreen
+from xero_tui.screens.confirm import YesNoScreen
+from xero_tui.screens.connections import ConnectionsScreen
+from xero_tui.widgets import Banner
+
+if TYPE_CHECKING:
+    from xero_tui.core.service import Service
+    from xero_tui.demo import DemoContext
+
+
+class XeroCommands(Provider):
+    """The rare actions: the app's own plus whatever the current screen offers."""
+
+    def _commands(self) -> list[PaletteCommand]:
+        app = self.app
+        commands: list[PaletteCommand] = []
+        offer = getattr(self.screen, "palette_commands", None)
+        if callable(offer):
+            commands.extend(offer())
+        if isinstance(app, XeroTuiApp):
+            commands.extend(app.palette_commands())
+        return commands
+
+    async def discover(self) -> Hits:
+        for command in self._commands():
+            yield DiscoveryHit(command.title, command.run, help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in self._commands():
+            score = matcher.match(command.title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(command.title), command.run, help=command.help)
+
+
+class XeroTuiApp(App[None]):
+    """Saved Xero connections, and the screens that create, test, renew and remove them."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "xero-tui"
+    COMMANDS = App.COMMANDS | {XeroCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Leave xero-tui."),
+    ]
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        demo: DemoContext | None = None,
+        show_demo_secret: bool = True,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.demo = demo
+        self.show_demo_secret = show_demo_secret
+        # Ticks of the setup checklist survive closing and reopening it.
+        self.checklist_ticks: set[str] = set()
+        self._consents_in_flight = 0
+
+    # Banner ------------------------------------------------------------------------------------
+
+    @property
+    def banner_text(self) -> str | None:
+        if self.demo is not None:
+            secret = self.demo.client_secret if self.show_demo_secret else "•" * 12
+            return (
+                "DEMO  Built-in Xero emulator, throwaway config; ctrl+f in the form fills in "
+                f"the demo app: client ID {self.demo.client_id}  secret {secret}"
+            )
+        return self.service.endpoints.override_notice()
+
+    def _add_banner(self, screen: Screen[object]) -> None:
+        # Every full screen, including ones this module does not compose, says where Xero is.
+        text = self.banner_text
+        if text is None or isinstance(screen, ModalScreen) or screen.query(Banner):
+            return
+        screen.mount(Banner(text, demo=self.demo is not None))
+
+    def on_mount(self) -> None:
+        self.screen_change_signal.subscribe(self, self._add_banner)
+        self._add_banner(self.screen)
+
+    def get_default_screen(self) -> Screen[Any]:
+        return ConnectionsScreen(self.service)
+
+    # Consent in flight -------------------------------------------------------------------------
+
+    @property
+    def consent_in_flight(self) -> bool:
+        return self._consents_in_flight > 0
+
+    @contextmanager
+    def consent_guard(self) -> Iterator[None]:
+        """Marks a sign-in as under way, so quitting asks first instead of throwing it away."""
+        self._consents_in_flight += 1
+        try:
+            yield
+        finally:
+            self._consents_in_flight -= 1
+
+    async def action_quit(self) -> None:
+        if not self.consent_in_flight:
+            self.exit()
+            return
+        self._confirm_quit()
+
+    @work(exclusive=True, group="quit")
+    async def _confirm_quit(self) -> None:
+        leave = await self.push_screen_wait(
+            YesNoScreen(
+                "A sign-in to Xero is in progress. Quit and abandon it?",
+                yes="Quit",
+                no="Stay",
+            )
+        )
+        if leave:
+            self.exit()
+
+    # Screens reachable from anywhere -----------------------------------------------------------
+
+    def open_checklist(
+        self,
+        kind: Kind = Kind.WEB,
+        redirect_uri: str = DEFAULT_REDIRECT_URI,
+        scopes: Sequence[str] = (),
+        on_close: Callable[[Kind | None], None] | None = None,
+    ) -> None:
+        screen = ChecklistScreen(kind, redirect_uri, scopes, self.checklist_ticks)
+        self.push_screen(screen, on_close)
+
+    def _show_paths(self) -> None:
+        paths = self.service.paths
+        self.notify(
+            f"Config: {paths.config_file}\nSecrets: {self._storage_text()}",
+            title="Where things live",
+            timeout=10,
+        )
+
+    def _storage_text(self) -> str:
+        if self.service.uses_file_storage():
+            return f"plain file {self.service.paths.secrets_file}"
+        return "the system keyring"
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        return [
+            PaletteCommand(
+                "Create the Xero app (checklist)",
+                "The steps at developer.xero.com/myapps, with the values to paste.",
+                self.open_checklist,
+            ),
+            PaletteCommand(
+                "Where config and secrets live",
+                "Show the config file and the secret store this app uses.",
+                self._show_paths,
+            ),
+        ]
+
+    # Errors nobody else handled ----------------------------------------------------------------
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state is not WorkerState.ERROR or event.worker.error is None:
+            return
+        self.notify(error_sentence(event.worker.error), severity="error", timeout=10)
+
+
+def run(demo: bool = False, insecure_storage: bool = False) -> int:
+    """Start the TUI (optionally against the built-in emulator) and return the exit code."""
+    from xero_tui.core.service import Service
+
+    context = None
+    if demo:
+        from xero_tui.demo import start_demo
+
+        context = start_demo()
+    try:
+        service = Service(insecure_storage=insecure_storage or demo)
+        app = XeroTuiApp(service, demo=context)
+        app.run()
+        return app.return_code or 0
+    finally:
+        if context is not None:
+            context.close()

@@ -1,0 +1,36 @@
+"""One module a screen; each talks to the core through `Service` and returns a typed result."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from xero_tui.core.errors import XeroTuiError, clean_text
+
+
+def error_sentence(error: BaseException) -> str:
+    """What to tell the user about a failure: the core's own sentence, or only the error's type.
+
+    The text of an unexpected error could carry anything, a secret included, so it is not shown.
+    """
+    if isinstance(error, XeroTuiError):
+        return clean_text(str(error), 1000)
+    if os.environ.get("XERO_TUI_DEBUG"):
+        return clean_text(f"{type(error).__name__}: {error}", 1000)
+    return f"Unexpected {type(error).__name__}; rerun with XERO_TUI_DEBUG=1 to see why."
+
+
+def local_time(timestamp: float) -> str:
+    """A moment as the user's clock shows it, with the zone, e.g. `2026-11-28 15:04 NZDT`."""
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+@dataclass(frozen=True)
+class PaletteCommand:
+    """One command palette entry a screen offers for what it shows right now."""
+
+    title: str
+    help: str
+    run: Callable[[], object]

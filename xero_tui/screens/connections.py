@@ -1,0 +1,370 @@
+"""Home: the saved connections, their health, and the keys that act on one of them."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, LoadingIndicator, Static
+
+from xero_tui.core.errors import TenantNotConnected, XeroTuiError
+from xero_tui.core.models import Connection, Status
+from xero_tui.screens import PaletteCommand, error_sentence, local_time
+from xero_tui.screens.confirm import DeleteChoice, DeleteScreen
+from xero_tui.screens.form import FormScreen
+from xero_tui.screens.test_result import TestResultScreen
+
+if TYPE_CHECKING:
+    from xero_tui.app import XeroTuiApp
+    from xero_tui.core.service import Health, Service, TestResult
+
+NOT_CONNECTED = "organisation no longer connected"
+COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
+
+
+class ConnectionTable(DataTable[Text]):
+    """The table, with enter shown in the footer as what it does here."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open")]
+
+
+class ConnectionsScreen(Screen[None]):
+    """The table of saved connections; every action on a row has a key shown in the footer."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new", "New", tooltip="Create a connection: client ID, secret, sign in."),
+        Binding("t", "test", "Test", tooltip="Refresh the token and read the organisation."),
+        Binding("r", "reconnect", "Reconnect", tooltip="Sign in to Xero again for this one."),
+        Binding("d", "delete", "Delete", tooltip="Remove it (and optionally disconnect at Xero)."),
+        Binding("c", "copy_token", "Token", tooltip="Copy a valid access token (OSC 52)."),
+        Binding("k", "checklist", "Setup", tooltip="How to create the app at Xero."),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+    ROW_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"open", "test", "reconnect", "delete", "copy_token"}
+    )
+
+    def __init__(self, service: Service) -> None:
+        super().__init__()
+        self.service = service
+        self._health: dict[str, Health] = {}
+        # What Xero said about a connection during this session (the config cannot hold it).
+        self._remote: dict[str, str] = {}
+
+    @property
+    def xero_app(self) -> XeroTuiApp:
+        from xero_tui.app import XeroTuiApp
+
+        assert isinstance(self.app, XeroTuiApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static("Xero connections", classes="screen-title")
+        yield ConnectionTable(id="connections", cursor_type="row")
+        yield Static(id="home-empty", classes="empty-state")
+        yield Static(id="home-storage", classes="status-line", markup=False)
+        with Horizontal(id="home-progress", classes="progress-line"):
+            yield LoadingIndicator()
+            yield Static(id="home-progress-text", markup=False)
+        yield Static(id="home-message", classes="message-line", markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column.lower())
+        self.query_one("#home-progress").display = False
+        self.reload()
+
+    # Loading -----------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def reload(self) -> None:
+        """Read the config and each connection's stored tokens (keyring calls: off the loop)."""
+        try:
+            health = self.service.health()
+            storage = self.service.secrets.description
+        except XeroTuiError as exc:
+            self.app.call_from_thread(self._show_load_error, exc)
+            return
+        self.app.call_from_thread(self._show, health, storage)
+
+    def _show(self, health: list[Health], storage: str) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected_name()
+        self._health = {h.connection.name: h for h in health}
+        table.clear()
+        for h in health:
+            conn = h.connection
+            table.add_row(
+                Text(conn.name),
+                Text(conn.tenant_name),
+                Text(conn.kind.label),
+                self._status_text(h),
+                Text("file" if storage.startswith("plain file") else "keyring"),
+                key=conn.name,
+            )
+        if selected in self._health:
+            table.move_cursor(row=table.get_row_index(selected))
+        empty = not health
+        table.display = not empty
+        self.query_one("#home-empty", Static).update(self._empty_text() if empty else "")
+        self.query_one("#home-empty").display = empty
+        self.query_one("#home-storage", Static).update(f"Secrets are stored in: {storage}")
+        if not empty:
+            table.focus()
+        self.refresh_bindings()
+
+    def _empty_text(self) -> Text:
+        lines = [
+            ("No connections yet.\n\n", "bold"),
+            ("1. Create the app at Xero: press ", ""),
+            ("k", "bold"),
+            (" for the checklist (what to click, what to paste).\n", ""),
+            ("2. Press ", ""),
+            ("n", "bold"),
+            (
+                " for a new connection: paste the client ID and secret, then Generate to sign "
+                "in to Xero and choose the organisations.",
+                "",
+            ),
+        ]
+        if self.xero_app.demo is not None:
+            lines.append(
+                (
+                    "\n\nDemo: the app already exists. Press n, then ctrl+f to fill in its "
+                    "credentials.",
+                    "italic",
+                )
+            )
+        return Text.assemble(*lines)
+
+    def _show_load_error(self, error: XeroTuiError) -> None:
+        self._health = {}
+        self.query_one(DataTable).display = False
+        empty = self.query_one("#home-empty", Static)
+        empty.update(Text(error_sentence(error)))
+        empty.display = True
+        self.refresh_bindings()
+
+    def _status_text(self, health: Health) -> Text:
+        name = health.connection.name
+        label = self._remote.get(name) or health.label
+        if label == "ok":
+            colour = "success"
+        elif label.startswith("refresh token unused"):
+            colour = "warning"
+        else:
+            colour = "error"
+        return Text(label, style=self.app.theme_variables.get(colour, ""))
+
+    # Selection ---------------------------------------------------------------------------------
+
+    def selected_name(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not self._health or table.row_count == 0:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return row_key.value
+
+    def selected(self) -> Connection | None:
+        name = self.selected_name()
+        health = self._health.get(name) if name else None
+        return health.connection if health else None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action not in self.ROW_ACTIONS:
+            return True
+        conn = self.selected()
+        if conn is None:
+            return False
+        if action == "copy_token":
+            # No token to copy until the connection is renewed.
+            return conn.status is not Status.NEEDS_RECONNECT and conn.name not in self._remote
+        return True
+
+    @on(DataTable.RowHighlighted)
+    def _row_changed(self) -> None:
+        self.refresh_bindings()
+
+    @on(DataTable.RowSelected)
+    def _row_chosen(self) -> None:
+        self.action_open()
+
+    # Progress and messages ---------------------------------------------------------------------
+
+    def _progress(self, text: str | None) -> None:
+        self.query_one("#home-progress").display = text is not None
+        self.query_one("#home-progress-text", Static).update(text or "")
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        message = self.query_one("#home-message", Static)
+        message.update(text)
+        message.set_class(error, "-error")
+
+    # Actions -----------------------------------------------------------------------------------
+
+    def action_new(self) -> None:
+        self.app.push_screen(
+            FormScreen(self.service, demo=self.xero_app.demo), partial(self._saved, "Saved")
+        )
+
+    def action_open(self) -> None:
+        conn = self.selected()
+        if conn is None:
+            return
+        screen = FormScreen(self.service, demo=self.xero_app.demo, existing=conn)
+        self.app.push_screen(screen, partial(self._saved, "Saved"))
+
+    def action_reconnect(self) -> None:
+        conn = self.selected()
+        if conn is None:
+            return
+        self.reconnect(conn.name)
+
+    def reconnect(self, name: str) -> None:
+        conn = self._health[name].connection
+        screen = FormScreen(self.service, demo=self.xero_app.demo, existing=conn, reconnect=True)
+        self.app.push_screen(screen, partial(self._saved, "Reconnected"))
+
+    def _saved(self, verb: str, saved: list[Connection] | None) -> None:
+        if saved:
+            for conn in saved:
+                self._remote.pop(conn.name, None)
+            names = ", ".join(repr(c.name) for c in saved)
+            self._say(f"{verb} {names}.")
+        self.reload()
+
+    def action_test(self) -> None:
+        conn = self.selected()
+        if conn is not None:
+            self.test(conn.name)
+
+    def test(self, name: str) -> None:
+        def tested(result: TestResult | XeroTuiError | None) -> None:
+            if isinstance(result, TenantNotConnected):
+                self._remote[name] = NOT_CONNECTED
+            elif result is not None and not isinstance(result, XeroTuiError):
+                self._remote.pop(name, None)
+            self.reload()
+
+        self.app.push_screen(TestResultScreen(self.service, name), tested)
+
+    def action_delete(self) -> None:
+        conn = self.selected()
+        if conn is not None:
+            self.delete(conn.name)
+
+    def delete(self, name: str) -> None:
+        conn = self._health[name].connection
+        try:
+            config = self.service.load()
+        except XeroTuiError as exc:
+            self._say(error_sentence(exc), error=True)
+            return
+        sharing = [c.name for c in config.connections.values() if c.grant_id == conn.grant_id]
+        sharing.remove(name)
+
+        def chosen(choice: DeleteChoice | None) -> None:
+            if choice is not None:
+                self._remove(name, choice)
+
+        self.app.push_screen(DeleteScreen(conn, sharing), chosen)
+
+    @work(exclusive=True, group="remove", exit_on_error=False)
+    async def _remove(self, name: str, choice: DeleteChoice) -> None:
+        at_xero = choice.disconnect or choice.revoke
+        self._progress(f"Removing {name!r}" + (" and telling Xero…" if at_xero else "…"))
+        try:
+            summary = await self.service.remove(
+                name, disconnect=choice.disconnect, revoke=choice.revoke
+            )
+        except XeroTuiError as exc:
+            self._say(error_sentence(exc), error=True)
+        else:
+            self._remote.pop(name, None)
+            self._say(summary)
+        finally:
+            self._progress(None)
+        self.reload()
+
+    def action_copy_token(self) -> None:
+        conn = self.selected()
+        if conn is not None:
+            self.copy_token(conn.name)
+
+    @work(exclusive=True, group="token", exit_on_error=False)
+    async def copy_token(self, name: str) -> None:
+        """The user asked for this token explicitly: only then does a token reach the clipboard."""
+        self._progress(f"Getting an access token for {name!r}…")
+        try:
+            _, tokens = await self.service.access_token(name)
+        except XeroTuiError as exc:
+            self._say(error_sentence(exc), error=True)
+            self.reload()
+            return
+        finally:
+            self._progress(None)
+        self.app.copy_to_clipboard(tokens.access_token)
+        self._say(
+            f"Copied an access token for {name!r} to the clipboard; "
+            f"it is valid until {local_time(tokens.expires_at)}."
+        )
+
+    @work(exclusive=True, group="check", exit_on_error=False)
+    async def check_all(self) -> None:
+        """Ask Xero whether each organisation is still connected to its grant."""
+        names = list(self._health)
+        problems = 0
+        for index, name in enumerate(names, 1):
+            self._progress(f"Asking Xero about {name!r} ({index} of {len(names)})…")
+            try:
+                connected = await self.service.still_connected(name)
+            except XeroTuiError as exc:
+                self._remote.pop(name, None)
+                problems += 1
+                self._say(f"{name}: {error_sentence(exc)}", error=True)
+                continue
+            if connected:
+                self._remote.pop(name, None)
+            else:
+                self._remote[name] = NOT_CONNECTED
+                problems += 1
+        self._progress(None)
+        if not problems:
+            self._say(f"All {len(names)} connections answered at Xero.")
+        self.reload()
+
+    def action_checklist(self) -> None:
+        self.xero_app.open_checklist()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        commands = [
+            PaletteCommand("New connection", "Client ID, secret, sign in.", self.action_new),
+            PaletteCommand("Reload connections", "Read the config file again.", self.reload),
+        ]
+        if self._health:
+            commands.append(
+                PaletteCommand(
+                    "Check every connection at Xero",
+                    "Refresh each token and ask Xero whether its organisation is connected.",
+                    self.check_all,
+                )
+            )
+        for name in self._health:
+            commands += [
+                PaletteCommand(
+                    f"Test {name}", "Refresh and read the organisation.", partial(self.test, name)
+                ),
+                PaletteCommand(
+                    f"Reconnect {name}", "Sign in to Xero again.", partial(self.reconnect, name)
+                ),
+                PaletteCommand(f"Delete {name}", "Asks first.", partial(self.delete, name)),
+            ]
+        return commands

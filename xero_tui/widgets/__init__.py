@@ -1,0 +1,6 @@
+"""Widgets shared by several screens."""
+
+from xero_tui.widgets.banner import Banner
+from xero_tui.widgets.values import CopyableValue, link_content, mask
+
+__all__ = ["Banner", "CopyableValue", "link_content", "mask"]
