@@ -295,8 +295,12 @@ contents = [Path(p).read_bytes() for p in sys.argv[2:4]]
 configs = [parse(c.decode(), paths.config_file) for c in contents]
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed children are reaped by the kernel
 
+def first_change():
+    # Start with the content the file does not hold, so any finished write is visible.
+    return 1 if paths.config_file.read_bytes() == contents[0] else 0
+
 def write_loop():
-    i = 0
+    i = first_change()
     while True:
         with file_lock(paths.config_lock, 10):
             remove_stale_temps(paths.config_file)
@@ -304,7 +308,7 @@ def write_loop():
         i += 1
 
 def update_loop():
-    i = 0
+    i = first_change()
     while True:
         target = configs[i % 2]
         def change(c, target=target):
@@ -372,7 +376,9 @@ def test_config_write_is_atomic_under_kill(
             zygote.stdin.write(mode + "\n")
             zygote.stdin.flush()
             pid = int(zygote.stdout.readline())
-            time.sleep(rng.uniform(0.001, 0.015 if mode == "write" else 0.08))
+            # Later kills wait longer, so a busy machine still sees whole writes land.
+            stretch = 1 + kill / 5
+            time.sleep(rng.uniform(0.001, (0.015 if mode == "write" else 0.08) * stretch))
             os.kill(pid, 9)
             _wait_gone(pid)
 
