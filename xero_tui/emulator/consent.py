@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import httpx
 
 TIMEOUT = 30.0
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """Built once: loading the CA bundle takes longer than a whole consent round trip."""
+    return httpx.create_ssl_context()
 
 
 class ConsentError(Exception):
@@ -91,7 +99,9 @@ def answer_consent(
 
     Raises ConsentError with Xero's message when the page is an error page.
     """
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(
+        verify=_tls(), timeout=TIMEOUT, follow_redirects=False, trust_env=False
+    ) as client:
         page = client.get(authorize_url)
         form = _read(page)
         wanted = "allow" if allow else "cancel"

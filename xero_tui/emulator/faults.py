@@ -48,6 +48,13 @@ class Fault:
         return cls(kind, status, float(delay), retry_after)
 
 
+def check_target(endpoint: str, kind: str) -> None:
+    if endpoint != ANY and endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; use one of {sorted(ENDPOINTS)} or '*'")
+    if kind not in KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(KINDS)}")
+
+
 @dataclass
 class _Rate:
     rate: float
@@ -68,13 +75,13 @@ class FaultPlan:
         self._queued.setdefault(endpoint, deque()).extend([fault] * count)
 
     def set_rate(self, endpoint: str, fault: Fault, rate: float, seed: int | None) -> None:
-        if not 0.0 <= rate <= 1.0:
+        if not 0.0 < rate <= 1.0:
             raise ValueError("rate must be between 0 and 1")
-        rates = self._rates.setdefault(endpoint, {})
-        if rate == 0:
-            rates.pop(fault.kind, None)
-        else:
-            rates[fault.kind] = _Rate(rate, fault, random.Random(seed))
+        self._rates.setdefault(endpoint, {})[fault.kind] = _Rate(rate, fault, random.Random(seed))
+
+    def clear_rate(self, endpoint: str, kind: str) -> None:
+        check_target(endpoint, kind)
+        self._rates.get(endpoint, {}).pop(kind, None)
 
     def take(self, endpoint: str) -> Fault | None:
         """The fault for the next request to `endpoint`: queued ones first (FIFO), then random."""

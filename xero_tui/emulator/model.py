@@ -192,7 +192,7 @@ class Grant:
     auth_event_id: str
     current_refresh_token: str | None = None
     revoked: bool = False
-    last_issued: float = 0.0
+    issue_order: int = 0
 
 
 @dataclass

@@ -20,7 +20,6 @@ from urllib.parse import parse_qs, urlsplit
 from xero_tui.core.endpoints import ENV_API, ENV_IDENTITY, ENV_LOGIN, Endpoints
 from xero_tui.core.errors import UsageError
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
-from xero_tui.emulator.faults import Fault
 from xero_tui.emulator.model import DemoClient, DemoTenant, EmulatorStats
 from xero_tui.emulator.pages import DECISION_PATH
 from xero_tui.emulator.replies import Refused, Reply, json_reply, rate_limited
@@ -80,10 +79,7 @@ class Emulator:
         if server is None or thread is None:
             return
         self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_open_connections()
+        server.stop_serving()
         thread.join()
 
     def __enter__(self) -> Emulator:
@@ -155,8 +151,9 @@ class Emulator:
         retry_after: int | None = None,
     ) -> None:
         """Queue `count` one-shot faults for the next requests to `endpoint` ("*": any)."""
-        fault = Fault.make(endpoint, kind, status=status, delay=delay, retry_after=retry_after)
-        self._state.inject(endpoint, fault, count)
+        self._state.inject(
+            endpoint, kind, count, status=status, delay=delay, retry_after=retry_after
+        )
 
     def set_fault_rate(
         self,
@@ -170,8 +167,9 @@ class Emulator:
         retry_after: int | None = None,
     ) -> None:
         """Fault a random fraction `rate` of requests to `endpoint`; rate 0 clears that kind."""
-        fault = Fault.make(endpoint, kind, status=status, delay=delay, retry_after=retry_after)
-        self._state.set_fault_rate(endpoint, fault, rate, seed)
+        self._state.set_fault_rate(
+            endpoint, kind, rate, seed, status=status, delay=delay, retry_after=retry_after
+        )
 
     def advance_clock(self, seconds: float) -> float:
         """Move the emulator's clock forward; returns the total offset from real time."""
@@ -234,8 +232,17 @@ class _Server(ThreadingHTTPServer):
         else:
             super().shutdown_request(request)
 
-    def close_open_connections(self) -> None:
-        """Wake handler threads waiting on idle keep-alive connections once stopped."""
+    def stop_serving(self) -> None:
+        """Stop at once, and also wake handlers waiting on idle keep-alive connections."""
+        self.stopping.set()
+        # shutdown() waits for the serve loop's next poll; shutting the listening socket wakes
+        # that loop now (it spins harmlessly on the dead socket until shutdown's flag is seen).
+        waiter = threading.Thread(target=self.shutdown)
+        waiter.start()
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        waiter.join()
+        self.server_close()
         with self._guard:
             open_sockets = list(self._open)
         for sock in open_sockets:
@@ -254,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "xero-tui-emulator"
     sys_version = ""
     timeout = 60
+    # Headers and body go out in separate writes; with Nagle on, each answer waits ~40 ms.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
@@ -403,20 +412,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _admin_action(state: EmulatorState, action: str, args: dict[str, Any]) -> dict[str, Any]:
-    def fault() -> Fault:
-        return Fault.make(
-            args["endpoint"],
-            args["kind"],
-            status=args.get("status"),
-            delay=float(args.get("delay", 0.0)),
-            retry_after=args.get("retry_after"),
-        )
-
-    if action == "inject":
-        state.inject(args["endpoint"], fault(), int(args.get("count", 1)))
-        return {"ok": True}
-    if action == "fault-rate":
-        state.set_fault_rate(args["endpoint"], fault(), float(args["rate"]), args.get("seed"))
+    if action in ("inject", "fault-rate"):
+        options = {
+            "status": args.get("status"),
+            "delay": float(args.get("delay", 0.0)),
+            "retry_after": args.get("retry_after"),
+        }
+        if action == "inject":
+            state.inject(args["endpoint"], args["kind"], int(args.get("count", 1)), **options)
+        else:
+            rate, seed = float(args["rate"]), args.get("seed")
+            state.set_fault_rate(args["endpoint"], args["kind"], rate, seed, **options)
         return {"ok": True}
     if action == "clock":
         return {"offset": state.advance_clock(float(args["seconds"]))}

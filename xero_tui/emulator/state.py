@@ -117,6 +117,7 @@ class EmulatorState:
         self._refresh: dict[str, RefreshRecord] = {}
         self._access: dict[str, AccessRecord] = {}
         self._rates: dict[tuple[str, str], RateWindow] = {}
+        self._issued = 0
         self._app_minute: dict[str, deque[float]] = {}
         self.web_client = self.register_client(
             model.fixed_hex("web"), model.fixed_secret("web"), Kind.WEB, name="Demo web app"
@@ -180,13 +181,20 @@ class EmulatorState:
             tenant.tenant_id: ConnectionRecord(str(uuid.uuid4()), tenant, event, now, now)
         }
 
-    def inject(self, endpoint: str, fault: Fault, count: int) -> None:
+    def inject(self, endpoint: str, kind: str, count: int, **options: Any) -> None:
+        fault = Fault.make(endpoint, kind, **options)
         with self._lock:
             self.faults.inject(endpoint, fault, count)
 
-    def set_fault_rate(self, endpoint: str, fault: Fault, rate: float, seed: int | None) -> None:
+    def set_fault_rate(
+        self, endpoint: str, kind: str, rate: float, seed: int | None, **options: Any
+    ) -> None:
+        """Fault a random fraction of requests; rate 0 clears that kind, whatever the options."""
         with self._lock:
-            self.faults.set_rate(endpoint, fault, rate, seed)
+            if rate == 0:
+                self.faults.clear_rate(endpoint, kind)
+            else:
+                self.faults.set_rate(endpoint, Fault.make(endpoint, kind, **options), rate, seed)
 
     def take_fault(self, endpoint: str) -> Fault | None:
         with self._lock:
@@ -213,7 +221,7 @@ class EmulatorState:
             ]
             if not grants:
                 return None
-            return max(grants, key=lambda g: g.last_issued).current_refresh_token
+            return max(grants, key=lambda g: g.issue_order).current_refresh_token
 
     def revoke_all(self, client_id: str) -> int:
         """The user removed the app: every grant is revoked and every connection removed."""
@@ -555,7 +563,8 @@ class EmulatorState:
         token = secrets.token_hex(32)
         self._refresh[token] = RefreshRecord(grant.grant_id, now)
         grant.current_refresh_token = token
-        grant.last_issued = now
+        self._issued += 1
+        grant.issue_order = self._issued
         return token
 
     def _id_token(
