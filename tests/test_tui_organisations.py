@@ -1,0 +1,336 @@
+"""The organisation picker: order and marks, filter, selection, keys, and 10,000 organisations."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.pilot import Pilot
+from textual.widgets import Input, OptionList
+
+from xero_tui.core.models import Tenant, TokenSet
+from xero_tui.core.service import ConsentOutcome
+from xero_tui.screens.organisations import OrganisationsScreen, TenantList
+
+UNSET = object()
+
+
+def tenant(n: int, name: str, kind: str = "ORGANISATION") -> Tenant:
+    return Tenant(f"conn-{n}", f"tenant-{n}", name, kind)
+
+
+TENANTS = (
+    tenant(1, "Wellington Widgets"),
+    tenant(2, "Auckland Apples"),
+    tenant(3, "demo company (NZ)"),
+    tenant(4, "Christchurch Cycles", "PRACTICE"),
+    tenant(5, "Dunedin Dairy"),
+    tenant(6, "Napier Nurseries"),
+)
+
+
+def outcome(
+    tenants: Sequence[Tenant] = TENANTS, new: Sequence[str] = ("tenant-1", "tenant-5")
+) -> ConsentOutcome:
+    tokens = TokenSet(access_token="not-shown", expires_at=0.0, refresh_token="not-shown")
+    return ConsentOutcome(tokens, tuple(tenants), frozenset(new))
+
+
+class PickerApp(App[None]):
+    """Pushes the picker and keeps what it dismissed with."""
+
+    def __init__(self, result: ConsentOutcome, saved: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.outcome = result
+        self.saved = saved
+        self.chosen: object = UNSET
+
+    def on_mount(self) -> None:
+        self.push_screen(OrganisationsScreen(self.outcome, self.saved), self._done)
+
+    def _done(self, chosen: list[Tenant] | None) -> None:
+        self.chosen = chosen
+
+
+def picker(app: App[None]) -> OrganisationsScreen:
+    screen = app.screen
+    assert isinstance(screen, OrganisationsScreen)
+    return screen
+
+
+def shown_names(app: App[None]) -> list[str]:
+    screen = picker(app)
+    return [screen.tenants[i].tenant_name for i in screen.tenant_list.rows]
+
+
+def rendered_rows(app: App[None]) -> list[str]:
+    tenant_list = picker(app).tenant_list
+    height = tenant_list.scrollable_content_region.height
+    return [tenant_list.render_line(y).text for y in range(height)]
+
+
+async def test_new_organisations_come_first_and_every_mark_shows() -> None:
+    app = PickerApp(outcome(), saved=frozenset({"tenant-2", "tenant-5"}))
+    async with app.run_test(size=(100, 24)) as pilot:
+        await pilot.pause()
+        # New ones first, then the rest, each part by name regardless of case.
+        assert shown_names(app) == [
+            "Dunedin Dairy",
+            "Wellington Widgets",
+            "Auckland Apples",
+            "Christchurch Cycles",
+            "demo company (NZ)",
+            "Napier Nurseries",
+        ]
+        rows = rendered_rows(app)
+        dunedin, wellington, auckland, christchurch = rows[:4]
+        assert "[ ] Dunedin Dairy" in dunedin
+        assert " new saved Organisation" in dunedin
+        assert " new " in wellington and "saved" not in wellington
+        assert "saved Organisation" in auckland and " new " not in auckland
+        assert christchurch.rstrip().endswith("Practice")
+        intro = str(app.screen.query_one("#org-intro").render())
+        assert "6 organisations" in intro and "2 just granted" in intro
+        await app.workers.wait_for_complete()
+
+
+async def test_typing_filters_by_name_case_insensitively() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.focused, Input)
+        await pilot.press("C", "H")
+        assert shown_names(app) == ["Christchurch Cycles"]
+        await pilot.press("backspace", "backspace", "i", "N")
+        assert shown_names(app) == ["Dunedin Dairy", "Wellington Widgets"]
+        await pilot.press("x", "y", "z")
+        assert shown_names(app) == []
+        assert "No organisation matches the filter." in rendered_rows(app)[0]
+        status = str(app.screen.query_one("#org-status").render())
+        assert "0 of 6 shown" in status
+        # Nothing to confirm: enter does nothing rather than dismissing with an empty list.
+        await pilot.press("enter")
+        assert app.chosen is UNSET
+        await pilot.press("backspace", "backspace", "backspace", "backspace", "backspace")
+        assert len(shown_names(app)) == 6
+        await app.workers.wait_for_complete()
+
+
+async def test_space_selects_several_and_enter_returns_them_in_list_order() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "down", "space", "up", "up", "space")
+        # Space selects; it never reaches the filter.
+        assert app.screen.query_one(Input).value == ""
+        assert "2 selected" in str(app.screen.query_one("#org-status").render())
+        assert rendered_rows(app)[0].startswith(" [x] Dunedin Dairy")
+        await pilot.press("enter")
+        assert isinstance(app.chosen, list)
+        assert [t.tenant_name for t in app.chosen] == ["Dunedin Dairy", "Auckland Apples"]
+        await app.workers.wait_for_complete()
+
+
+async def test_space_again_clears_a_selection_and_a_click_toggles() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("space", "space")
+        assert picker(app).tenant_list.checked == set()
+        await pilot.click(TenantList, offset=(10, 2))
+        assert picker(app).tenant_list.checked == {2}
+        assert picker(app).tenant_list.cursor == 2
+        await app.workers.wait_for_complete()
+
+
+async def test_selection_survives_filtering() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("n", "a", "p", "space")
+        await pilot.press("backspace", "backspace", "backspace", "w", "e", "l", "space")
+        await pilot.press("enter")
+        assert isinstance(app.chosen, list)
+        assert [t.tenant_name for t in app.chosen] == ["Wellington Widgets", "Napier Nurseries"]
+        await app.workers.wait_for_complete()
+
+
+async def test_enter_without_a_selection_picks_the_highlighted_one() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("a", "u", "enter")
+        assert isinstance(app.chosen, list)
+        assert [t.tenant_id for t in app.chosen] == ["tenant-2"]
+        await app.workers.wait_for_complete()
+
+
+async def test_escape_cancels() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("space", "escape")
+        assert app.chosen is None
+        await app.workers.wait_for_complete()
+
+
+async def test_list_keys_act_on_the_list_while_the_filter_keeps_focus() -> None:
+    many = [tenant(i, f"Org {i:03d}") for i in range(100)]
+    app = PickerApp(outcome(many, new=()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        tenant_list = picker(app).tenant_list
+        page = tenant_list.page
+        await pilot.press("end")
+        assert tenant_list.cursor == 99
+        assert tenant_list.scroll_offset.y > 0
+        await pilot.press("home")
+        assert (tenant_list.cursor, tenant_list.scroll_offset.y) == (0, 0)
+        await pilot.press("pagedown", "pagedown")
+        assert tenant_list.cursor == 2 * page
+        await pilot.press("pageup", "down")
+        assert tenant_list.cursor == page + 1
+        await pilot.press("up", "up", "up")
+        assert tenant_list.cursor == page - 2
+        assert isinstance(app.focused, Input)
+        # home/end moved the list, not the filter's cursor; typing still filters.
+        await pilot.press("0", "4", "2")
+        assert shown_names(app) == ["Org 042"]
+        await app.workers.wait_for_complete()
+
+
+async def test_the_cursor_stays_on_its_organisation_while_the_filter_narrows() -> None:
+    many = [tenant(i, f"Org {i:03d}") for i in range(100)]
+    app = PickerApp(outcome(many, new=()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press(*["down"] * 42)
+        await pilot.press("4")
+        screen = picker(app)
+        current = screen.tenant_list.current
+        assert current is not None
+        assert screen.tenants[current].tenant_name == "Org 042"
+        await app.workers.wait_for_complete()
+
+
+async def test_names_with_terminal_escapes_are_shown_harmlessly() -> None:
+    hostile = tenant(9, "Evil\x1b]52;c;aGk=\x07 Ltd\x1b[2J")
+    app = PickerApp(outcome([hostile], new=()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        row = rendered_rows(app)[0]
+        assert "\x1b" not in row and "\x07" not in row
+        assert "Evil Ltd" in row
+        await app.workers.wait_for_complete()
+
+
+async def test_an_empty_answer_says_so() -> None:
+    app = PickerApp(outcome([], new=()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert "Xero returned no organisations" in rendered_rows(app)[0]
+        await pilot.press("space", "enter")
+        assert app.chosen is UNSET
+        await app.workers.wait_for_complete()
+
+
+# 10,000 organisations ------------------------------------------------------------------------
+
+
+def many_tenants(count: int = 10_000) -> list[Tenant]:
+    words = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel")
+    return [
+        tenant(i, f"{words[i % 8]} {words[(i // 8) % 8]} Trading {i:05d} Ltd") for i in range(count)
+    ]
+
+
+class BareOptionListApp(App[None]):
+    """The floor: a bare OptionList filled with the same names as plain strings."""
+
+    CSS = "OptionList { height: 1fr; }"
+
+    def __init__(self, names: list[str], with_input: bool = False) -> None:
+        super().__init__()
+        self.names = names
+        self.with_input = with_input
+
+    def compose(self) -> ComposeResult:
+        if self.with_input:
+            yield Input()
+        yield OptionList(*self.names)
+
+
+async def first_paint(app: App[None], ready: type) -> float:
+    start = time.perf_counter()
+    async with app.run_test(size=(80, 24)) as pilot:
+        while not app.screen.query(ready):
+            await pilot.pause()
+        await pilot.pause()
+        elapsed = time.perf_counter() - start
+        await app.workers.wait_for_complete()
+    return elapsed
+
+
+async def keystroke_times(pilot: Pilot[None], keys: Sequence[str]) -> list[float]:
+    """CPU time from each key to the screen being idle again: handling plus repaint."""
+    times = []
+    for key in keys:
+        start = time.process_time()
+        await pilot.press(key)
+        await pilot.pause()
+        times.append(time.process_time() - start)
+    return times
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[round(0.95 * (len(ordered) - 1))]
+
+
+async def test_ten_thousand_organisations_open_and_filter_per_keystroke(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tenants = many_tenants()
+    names = [t.tenant_name for t in tenants]
+    # Ours first, so any one-off warm-up cost falls on our side of the comparison.
+    ours = await first_paint(PickerApp(outcome(tenants, new=())), TenantList)
+    bare = await first_paint(BareOptionListApp(names), OptionList)
+
+    keys = ["h", "o", "t", "backspace", "backspace", "backspace"] * 4
+    # What typing costs with no filtering at all: an Input above a bare OptionList.
+    floor = BareOptionListApp(names, with_input=True)
+    async with floor.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        typing_floor = await keystroke_times(pilot, keys)
+
+    app = PickerApp(outcome(tenants, new=("tenant-9999",)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = picker(app)
+        assert len(screen.tenant_list.rows) == 10_000
+        assert screen.tenants[0].tenant_id == "tenant-9999"
+        typing = await keystroke_times(pilot, keys)
+        handler = []
+        for text in ("e", "ec", "ech", "echo", "echo ", "ec", "", "trading 0", "trading 01", ""):
+            start = time.perf_counter()
+            screen.apply_filter(text)
+            handler.append(time.perf_counter() - start)
+        await pilot.press("0", "0", "4", "2", "1")
+        assert shown_names(app) == [tenants[421].tenant_name]
+        await pilot.press("space", "enter")
+        assert isinstance(app.chosen, list) and app.chosen[0].tenant_id == "tenant-421"
+        await app.workers.wait_for_complete()
+
+    with capsys.disabled():
+        print(
+            f"\n10,000 organisations: open {ours * 1000:.0f} ms "
+            f"(bare OptionList of 10,000 strings {bare * 1000:.0f} ms, ratio {ours / bare:.2f}); "
+            f"filter keystroke CPU key-to-idle p95 {p95(typing) * 1000:.1f} ms "
+            f"(median {statistics.median(typing) * 1000:.1f}; typing into a bare Input above "
+            f"the bare OptionList: p95 {p95(typing_floor) * 1000:.1f}, "
+            f"median {statistics.median(typing_floor) * 1000:.1f}); "
+            f"filter handler p95 {p95(handler) * 1000:.2f} ms"
+        )
