@@ -1,0 +1,393 @@
+"""Consent: sign in to Xero in a browser and bring the answer back, locally or over SSH.
+
+The screen first checks that the tokens can be kept (a consent is wasted if they cannot), then
+starts an attempt whose loopback listener is already bound, and shows everything needed to finish
+it from anywhere: the authorize URL, whether a browser was opened, the `ssh -L` line and a field
+for the address the browser ended on. The listener and the field stay live together; whichever
+answers first wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.style import Style
+from textual.widgets import Footer, Input, Static
+
+from xero_tui.core.errors import (
+    CallbackError,
+    ConsentCancelled,
+    ConsentTimeout,
+    OAuthError,
+    XeroTuiError,
+)
+from xero_tui.core.secrets import ProbeResult
+from xero_tui.core.service import ConsentOutcome
+from xero_tui.core.xero import MYAPPS, oauth_error
+from xero_tui.screens import error_sentence
+
+if TYPE_CHECKING:
+    from xero_tui.core.service import ConnectionDraft, ConsentAttempt, Service
+    from xero_tui.demo import DemoContext
+
+PROBE_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 300.0
+# Xero shows "Invalid redirect_uri" on its own page and never redirects; after this long without
+# an answer, the screen says what to check.
+REDIRECT_HINT_AFTER = 30.0
+
+PHASES = ("probe", "storage", "starting", "waiting", "exchanging", "error")
+
+
+def link(text: str) -> Content:
+    """`text` as a clickable OSC 8 link to itself."""
+    return Content(text).stylize(Style(link=text))
+
+
+def countdown(seconds: float) -> str:
+    whole = max(0, int(seconds + 0.5))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+class ConsentScreen(ModalScreen[ConsentOutcome | None]):
+    """Sign in to Xero for `draft`; dismisses with the outcome, or None when cancelled."""
+
+    CSS_PATH = "consent.tcss"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", tooltip="Stop waiting and free the port."),
+        Binding("c", "copy_url", "Copy link", tooltip="Copy the sign-in address (OSC 52)."),
+        Binding("s", "copy_ssh", "Copy ssh line", tooltip="Copy the ssh -L command (OSC 52)."),
+        Binding("p", "focus_paste", "Paste URL", tooltip="Type or paste the address here."),
+        Binding("a", "approve", "Approve (demo)", tooltip="Press Allow on the demo's page."),
+        Binding("f", "file_storage", "Use a file", tooltip="Keep secrets in a 0600 file."),
+        Binding("r", "retry", "Try again"),
+    ]
+
+    phase: reactive[str] = reactive("probe", init=False)
+
+    def __init__(
+        self,
+        service: Service,
+        draft: ConnectionDraft,
+        *,
+        demo: DemoContext | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.draft = draft
+        self.demo = demo
+        self.env = env
+        self.clock = clock
+        self.timeout = timeout
+        self.attempt: ConsentAttempt | None = None
+        self._storage_ok = False
+        self._deadline = 0.0
+        self._started = 0.0
+
+    # Layout --------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="consent-dialog") as dialog:
+            dialog.border_title = "Sign in to Xero"
+            with VerticalScroll(id="consent-body"):
+                yield Static(id="consent-status", markup=False)
+                with Vertical(id="consent-storage"):
+                    yield Static(id="storage-problem", markup=False)
+                    yield Static(id="storage-choices", markup=False)
+                with Vertical(id="consent-wait"):
+                    yield Static(id="consent-browser", markup=False)
+                    yield Static(id="consent-hint", markup=False)
+                    with Vertical(id="consent-ssh"):
+                        yield Static(id="consent-ssh-step", classes="step", markup=False)
+                        yield Static(id="consent-ssh-line", markup=False)
+                    yield Static(id="consent-url-step", classes="step", markup=False)
+                    yield Static(id="consent-url")
+                    with Vertical(id="consent-paste"):
+                        yield Static(id="consent-paste-step", classes="step", markup=False)
+                        yield Input(
+                            id="consent-paste-input",
+                            placeholder=f"{self.draft.redirect_uri}?code=…&state=…",
+                        )
+                        yield Static(id="consent-paste-error", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._tick)
+        self._start()
+
+    def watch_phase(self, phase: str) -> None:
+        for name in PHASES:
+            self.set_class(name == phase, f"-{name}")
+        self.refresh_bindings()
+
+    def _status(self, text: str) -> None:
+        self.query_one("#consent-status", Static).update(text)
+
+    # The flow ------------------------------------------------------------------------------------
+
+    @work(exclusive=True, group="consent", exit_on_error=False)
+    async def _start(self, use_file: bool = False) -> None:
+        if use_file:
+            self._status("Switching to the plain-file secret store…")
+            try:
+                await asyncio.to_thread(self.service.use_file_storage)
+            except XeroTuiError as exc:
+                self._fail(str(exc))
+                return
+        if not self._storage_ok:
+            self.phase = "probe"
+            self._status("Checking that the secrets can be kept before you sign in…")
+            probe = await self._probe()
+            if not probe.ok:
+                self._show_storage(probe)
+                return
+            self._storage_ok = True
+        await self._consent()
+
+    async def _probe(self) -> ProbeResult:
+        # The keyring call itself runs in a thread with a limit of its own; this bound keeps
+        # the screen's promise even if that thread never answers.
+        try:
+            return await asyncio.wait_for(self.service.probe_storage(), PROBE_TIMEOUT)
+        except TimeoutError:
+            return ProbeResult(
+                False,
+                "keyring",
+                f"The keyring did not answer within {PROBE_TIMEOUT:g} seconds (is it locked?).",
+            )
+        except XeroTuiError as exc:
+            return ProbeResult(False, "keyring", str(exc))
+
+    def _show_storage(self, probe: ProbeResult) -> None:
+        self.phase = "storage"
+        self._status("The tokens cannot be kept yet, so signing in now would be wasted.")
+        self.query_one("#storage-problem", Static).update(probe.message)
+        secrets_file = self.service.paths.secrets_file
+        self.query_one("#storage-choices", Static).update(
+            "Choose one:\n"
+            "  r    unlock the keyring (or start it), then try it again\n"
+            f"  f    keep secrets in a plain file only you can read (mode 0600):\n"
+            f"       {secrets_file}\n"
+            "  esc  cancel"
+        )
+
+    async def _consent(self) -> None:
+        self.phase = "starting"
+        self._status("Starting the sign-in…")
+        env = dict(self.env) if self.env is not None else None
+        try:
+            attempt = await self.service.begin_consent(self.draft, timeout=self.timeout, env=env)
+        except Exception as exc:
+            self._fail(error_sentence(exc))
+            return
+        self.attempt = attempt
+        with self._guard():
+            try:
+                self._show_attempt(attempt)
+                try:
+                    result = await attempt.wait()
+                except ConsentCancelled:
+                    return
+                except OAuthError as exc:
+                    self._fail(self._callback_error(exc))
+                    return
+                except ConsentTimeout as exc:
+                    self._fail(f"{exc} {self._redirect_hint()}")
+                    return
+                except CallbackError as exc:
+                    self._fail(str(exc))
+                    return
+                self.phase = "exchanging"
+                self._status("Xero answered. Exchanging the code for tokens…")
+                try:
+                    outcome = await self.service.finish_consent(
+                        attempt, result, self.draft.client_secret
+                    )
+                except Exception as exc:
+                    self._fail(error_sentence(exc))
+                    return
+            finally:
+                self.attempt = None
+                await attempt.close()
+        self.dismiss(outcome)
+
+    def _guard(self) -> AbstractContextManager[None]:
+        """While a sign-in is under way, the app asks before quitting."""
+        from xero_tui.app import XeroTuiApp
+
+        return self.app.consent_guard() if isinstance(self.app, XeroTuiApp) else nullcontext()
+
+    def _callback_error(self, exc: OAuthError) -> str:
+        """Xero's `error=` answer, as a sentence that says what to do."""
+        sentence = oauth_error(exc.error, exc.description, "code").message
+        if exc.description and exc.description not in sentence:
+            sentence += f" Xero said: {exc.description}"
+        return sentence
+
+    def _redirect_hint(self) -> str:
+        return (
+            f"If Xero showed “Invalid redirect_uri”, add exactly {self.draft.redirect_uri} as a "
+            f"redirect URI of the app at {MYAPPS}."
+        )
+
+    def _fail(self, sentence: str) -> None:
+        self.phase = "error"
+        self._status(f"{sentence}\n\nPress r to try again, or escape to close.")
+
+    # Showing the attempt -------------------------------------------------------------------------
+
+    def _show_attempt(self, attempt: ConsentAttempt) -> None:
+        self._started = self.clock()
+        self._deadline = self._started + attempt.remaining()
+        reason = attempt.plan.reason
+        if attempt.plan.launch and not attempt.launched:
+            reason = "Could not start the browser; open the address yourself."
+        self.query_one("#consent-browser", Static).update(reason)
+        steps = iter(range(1, 4))
+        ssh = attempt.ssh_command
+        self.query_one("#consent-ssh").display = ssh is not None
+        if ssh is not None:
+            self.query_one("#consent-ssh-step", Static).update(
+                f"{next(steps)}. On your own computer, run this so the browser's redirect reaches "
+                "this machine (s copies it):"
+            )
+            self.query_one("#consent-ssh-line", Static).update(ssh)
+        url_step = self.query_one("#consent-url-step", Static)
+        if attempt.launched:
+            url_step.update(
+                "Sign in and allow access in the browser. If it shows nothing, open this "
+                "address (c copies it):"
+            )
+        else:
+            url_step.update(
+                f"{next(steps)}. Open this address in a browser, sign in and allow access "
+                "(c copies it):"
+            )
+        self.query_one("#consent-url", Static).update(link(attempt.url))
+        self.query_one("#consent-paste").display = not attempt.launched
+        self.query_one("#consent-paste-step", Static).update(
+            f"{next(steps)}. If the browser then cannot load the page, paste its address here "
+            f"(it starts with {self.draft.redirect_uri}; p goes to the field):"
+        )
+        self.query_one("#consent-paste-input", Input).value = ""
+        self._paste_error("")
+        self.query_one("#consent-hint", Static).display = False
+        self.phase = "waiting"
+        self._tick()
+
+    def _tick(self) -> None:
+        dialog = self.query_one("#consent-dialog")
+        if self.phase != "waiting":
+            dialog.border_subtitle = ""
+            return
+        now = self.clock()
+        dialog.border_subtitle = f"Waiting for Xero: {countdown(self._deadline - now)} left"
+        if now - self._started >= REDIRECT_HINT_AFTER:
+            hint = self.query_one("#consent-hint", Static)
+            hint.update(f"Nothing yet? {self._redirect_hint()}")
+            hint.display = True
+
+    # Paste -----------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#consent-paste-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.submit_pasted(event.value)
+
+    def submit_pasted(self, text: str) -> None:
+        attempt = self.attempt
+        if attempt is None or self.phase != "waiting" or not text.strip():
+            return
+        try:
+            attempt.submit_pasted_url(text)
+        except CallbackError as exc:
+            self._paste_error(str(exc))
+            return
+        self._paste_error("")
+
+    def _paste_error(self, sentence: str) -> None:
+        error = self.query_one("#consent-paste-error", Static)
+        error.update(sentence)
+        error.display = bool(sentence)
+
+    def on_paste(self, event: events.Paste) -> None:
+        # A paste anywhere on the screen is meant for the field: there is nothing else to paste.
+        paste = self.query_one("#consent-paste-input", Input)
+        if self.phase != "waiting" or not paste.display or paste.has_focus:
+            return
+        event.stop()
+        paste.value = event.text.strip()
+        paste.focus()
+        self.submit_pasted(paste.value)
+
+    # Keys ------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        waiting = self.phase == "waiting" and self.attempt is not None
+        if action == "copy_url":
+            return waiting
+        if action == "copy_ssh":
+            return waiting and self.attempt is not None and self.attempt.ssh_command is not None
+        if action == "focus_paste":
+            return waiting and bool(self.query_one("#consent-paste").display)
+        if action == "approve":
+            return waiting and self.demo is not None
+        if action == "file_storage":
+            return self.phase == "storage"
+        if action == "retry":
+            return self.phase in ("storage", "error")
+        return True
+
+    def action_cancel(self) -> None:
+        if self.attempt is not None:
+            # Frees the port now; the worker then closes what is left.
+            self.attempt.cancel()
+        self.dismiss(None)
+
+    def action_copy_url(self) -> None:
+        if self.attempt is not None:
+            self.app.copy_to_clipboard(self.attempt.url)
+            self.notify("Copied the sign-in address.", timeout=3)
+
+    def action_copy_ssh(self) -> None:
+        if self.attempt is not None and self.attempt.ssh_command:
+            self.app.copy_to_clipboard(self.attempt.ssh_command)
+            self.notify("Copied the ssh command.", timeout=3)
+
+    def action_focus_paste(self) -> None:
+        self.query_one("#consent-paste-input", Input).focus()
+
+    def action_retry(self) -> None:
+        self._start()
+
+    def action_file_storage(self) -> None:
+        self._start(use_file=True)
+
+    def action_approve(self) -> None:
+        if self.demo is not None and self.attempt is not None:
+            self._approve(self.demo, self.attempt.url)
+
+    @work(thread=True, exclusive=True, group="demo-approve", exit_on_error=False)
+    def _approve(self, demo: DemoContext, url: str) -> None:
+        try:
+            demo.approve(url)
+        except Exception as exc:
+            self.app.call_from_thread(
+                self.notify,
+                f"The demo could not approve: {error_sentence(exc)}",
+                severity="error",
+            )
