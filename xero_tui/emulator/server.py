@@ -12,6 +12,8 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TextIO
@@ -29,19 +31,60 @@ DEFAULT_PORT = 8720
 MAX_BODY = 1 << 20
 ADMIN = "/_emulator/"
 
-# path (lower case) -> endpoint name for faults, or None for paths that are never faulted
-_PATHS: dict[str, str | None] = {
-    "/": None,
-    "/.well-known/openid-configuration": None,
-    "/.well-known/openid-configuration/jwks": None,
-    "/identity/connect/authorize": "authorize",
-    DECISION_PATH: "authorize",
-    "/connect/token": "token",
-    "/connect/revocation": "revocation",
-    "/connections": "connections",
-    "/api.xro/2.0/organisation": "organisation",
+
+@dataclass(frozen=True)
+class _Request:
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    headers: Message
+    base_url: str
+
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("Authorization")
+
+    def form(self) -> dict[str, list[str]]:
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            raise Refused(json_reply(400, {"error": "invalid_request"}))
+        return parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+_Answer = Callable[[EmulatorState, _Request], Reply]
+_CONNECTION = "/connections/*"
+
+# path (lower case) -> the endpoint name faults are injected by (None: never faulted),
+# and the answer for each method.
+_ROUTES: dict[str, tuple[str | None, dict[str, _Answer]]] = {
+    "/": (None, {"GET": lambda s, r: s.index(r.base_url)}),
+    "/.well-known/openid-configuration": (None, {"GET": lambda s, r: s.discovery(r.base_url)}),
+    "/.well-known/openid-configuration/jwks": (None, {"GET": lambda s, r: s.jwks()}),
+    "/identity/connect/authorize": ("authorize", {"GET": lambda s, r: s.authorize(r.query)}),
+    DECISION_PATH: ("authorize", {"POST": lambda s, r: s.decide(r.form())}),
+    "/connect/token": ("token", {"POST": lambda s, r: s.token(r.authorization, r.form())}),
+    "/connect/revocation": (
+        "revocation",
+        {"POST": lambda s, r: s.revoke(r.authorization, r.form())},
+    ),
+    "/connections": (
+        "connections",
+        {"GET": lambda s, r: s.list_connections(r.authorization, r.query)},
+    ),
+    _CONNECTION: (
+        "connections",
+        {"DELETE": lambda s, r: s.delete_connection(r.authorization, r.path.rsplit("/", 1)[1])},
+    ),
+    "/api.xro/2.0/organisation": (
+        "organisation",
+        {"GET": lambda s, r: s.organisation(r.authorization, r.headers.get("xero-tenant-id"))},
+    ),
 }
-_CONNECTION_PREFIX = "/connections/"
+
+
+def _route_key(path: str) -> str:
+    head, _, tail = path.rpartition("/")
+    return _CONNECTION if head == "/connections" and tail else path
 
 
 class Emulator:
@@ -292,20 +335,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
+        # Xero's spec spells paths like /Connections; match them whatever the case.
         path = url.path.rstrip("/").lower() or "/"
-        query = parse_qs(url.query, keep_blank_values=True)
         body = self._read_body()
         if body is None:
             return
         if path.startswith(ADMIN):
             self._send(self._admin(method, path[len(ADMIN) :], body))
             return
-        if path.startswith(_CONNECTION_PREFIX):
-            endpoint: str | None = "connections"
-        elif path in _PATHS:
-            endpoint = _PATHS[path]
-        else:
+        route = _ROUTES.get(_route_key(path))
+        if route is None:
             self._send(json_reply(404, {"error": "not_found", "path": url.path}))
+            return
+        endpoint, answers = route
+        answer = answers.get(method)
+        if answer is None:
+            allow = {"Allow": ", ".join(answers)}
+            self._send(json_reply(405, {"error": "method_not_allowed"}, allow))
             return
         fault = self.server.state.take_fault(endpoint) if endpoint else None
         if fault is not None:
@@ -321,50 +367,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(rate_limited("minute", fault.retry_after, {}))
                 return
             self.server.stopping.wait(fault.delay)
-        reply = self._answer(method, path, query, body)
+        query = parse_qs(url.query, keep_blank_values=True)
+        request = _Request(path, query, body, self.headers, self.server.base_url)
+        try:
+            reply = answer(self.server.state, request)
+        except Refused as refused:
+            reply = refused.reply
+        except Exception:
+            # An emulator bug: answer it visibly instead of leaving the client hanging.
+            reply = json_reply(500, {"error": "emulator_error", "detail": traceback.format_exc()})
         if fault is not None and fault.kind == "drop_after":
             self.close_connection = True
             return
         self._send(reply)
-
-    def _answer(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Reply:
-        state = self.server.state
-        authorization = self.headers.get("Authorization")
-        routes: dict[tuple[str, str], Callable[[], Reply]] = {
-            ("GET", "/"): lambda: state.index(self.server.base_url),
-            ("GET", "/.well-known/openid-configuration"): lambda: state.discovery(
-                self.server.base_url
-            ),
-            ("GET", "/.well-known/openid-configuration/jwks"): state.jwks,
-            ("GET", "/identity/connect/authorize"): lambda: state.authorize(query),
-            ("POST", DECISION_PATH): lambda: state.decide(self._form(body)),
-            ("POST", "/connect/token"): lambda: state.token(authorization, self._form(body)),
-            ("POST", "/connect/revocation"): lambda: state.revoke(authorization, self._form(body)),
-            ("GET", "/connections"): lambda: state.list_connections(authorization, query),
-            ("GET", "/api.xro/2.0/organisation"): lambda: state.organisation(
-                authorization, self.headers.get("xero-tenant-id")
-            ),
-        }
-        if path.startswith(_CONNECTION_PREFIX):
-            connection_id = path[len(_CONNECTION_PREFIX) :]
-            routes[("DELETE", path)] = lambda: state.delete_connection(authorization, connection_id)
-        route = routes.get((method, path))
-        try:
-            if route is None:
-                allowed = ", ".join(sorted(m for m, p in routes if p == path))
-                return json_reply(405, {"error": "method_not_allowed"}, {"Allow": allowed})
-            return route()
-        except Refused as refused:
-            return refused.reply
-        except Exception:
-            # An emulator bug: answer it visibly instead of hanging the client.
-            return json_reply(500, {"error": "emulator_error", "detail": traceback.format_exc()})
-
-    def _form(self, body: bytes) -> dict[str, list[str]]:
-        content_type = self.headers.get("Content-Type", "")
-        if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-            raise Refused(json_reply(400, {"error": "invalid_request"}))
-        return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering a body this server will not read."""

@@ -73,7 +73,7 @@ def xero_date(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0"
 
 
-def s256(verifier: str) -> str:
+def _s256(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return _b64url(digest)
 
@@ -106,7 +106,7 @@ class EmulatorState:
         self._session_id = f"{rng.getrandbits(128):032x}"
         self.tenants = model.make_tenants(tenants, rng)
         self._tenant_index = {t.tenant_id: t for t in self.tenants}
-        self.faults = FaultPlan()
+        self._faults = FaultPlan()
         self._counts = {f.name: 0 for f in fields(EmulatorStats)}
         self._clients: dict[str, DemoClient] = {}
         self._custom_events: dict[str, str] = {}
@@ -184,7 +184,7 @@ class EmulatorState:
     def inject(self, endpoint: str, kind: str, count: int, **options: Any) -> None:
         fault = Fault.make(endpoint, kind, **options)
         with self._lock:
-            self.faults.inject(endpoint, fault, count)
+            self._faults.inject(endpoint, fault, count)
 
     def set_fault_rate(
         self, endpoint: str, kind: str, rate: float, seed: int | None, **options: Any
@@ -192,13 +192,13 @@ class EmulatorState:
         """Fault a random fraction of requests; rate 0 clears that kind, whatever the options."""
         with self._lock:
             if rate == 0:
-                self.faults.clear_rate(endpoint, kind)
+                self._faults.clear_rate(endpoint, kind)
             else:
-                self.faults.set_rate(endpoint, Fault.make(endpoint, kind, **options), rate, seed)
+                self._faults.set_rate(endpoint, Fault.make(endpoint, kind, **options), rate, seed)
 
     def take_fault(self, endpoint: str) -> Fault | None:
         with self._lock:
-            fault = self.faults.take(endpoint)
+            fault = self._faults.take(endpoint)
             if fault is not None:
                 self._counts["faults_injected"] += 1
             return fault
@@ -468,7 +468,7 @@ class EmulatorState:
         elif (
             verifier is None
             or not _PKCE_VALUE.fullmatch(verifier)
-            or not hmac.compare_digest(s256(verifier), record.code_challenge)
+            or not hmac.compare_digest(_s256(verifier), record.code_challenge)
         ):
             raise self._invalid_grant()
         grant = Grant(str(uuid.uuid4()), client.client_id, record.scopes, record.auth_event_id)
