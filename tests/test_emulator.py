@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import json
@@ -23,7 +24,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from xero_tui.core.errors import UsageError
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, GRANULAR_SCOPES, Kind
 from xero_tui.emulator import DemoClient, Emulator, serve
 from xero_tui.emulator import state as emulator_state
@@ -223,7 +223,11 @@ def test_demo_clients_are_fixed_and_shaped_like_xero(emulator: Emulator) -> None
         assert client.kind is kind
         assert (client.client_secret is not None) == kind.has_secret
         assert client.client_secret is None or client.client_secret not in repr(client)
-    assert emulator.web_client.redirect_uris == (DEFAULT_REDIRECT_URI,)
+    web = emulator.web_client
+    assert web.redirect_uris == (DEFAULT_REDIRECT_URI,)
+    moved = emulator.register_client(web.client_id, web.client_secret, Kind.WEB, ("http://x/cb",))
+    assert moved.name == web.name and moved.redirect_uris == ("http://x/cb",)
+    assert emulator.web_client == moved
     with pytest.raises(ValueError):
         emulator.register_client(OTHER_ID, None, Kind.WEB)
     with pytest.raises(ValueError):
@@ -1145,12 +1149,13 @@ def test_serve_prints_setup_and_stops_cleanly_on_ctrl_c() -> None:
     assert "Emulator stopped." in out
 
 
-def test_serve_reports_a_taken_port() -> None:
+def test_serve_reports_a_taken_port_and_no_tenants() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(UsageError, match=f"127.0.0.1:{port}"):
+        with pytest.raises(OSError) as caught:
             serve(port, 3, out=io.StringIO())
-    with pytest.raises(UsageError, match="at least one organisation"):
+        assert caught.value.errno == errno.EADDRINUSE
+    with pytest.raises(ValueError, match="at least one organisation"):
         serve(0, 0, out=io.StringIO())

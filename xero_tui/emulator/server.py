@@ -20,7 +20,6 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from xero_tui.core.endpoints import ENV_API, ENV_IDENTITY, ENV_LOGIN, Endpoints
-from xero_tui.core.errors import UsageError
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
 from xero_tui.emulator.model import DemoClient, DemoTenant, EmulatorStats
 from xero_tui.emulator.pages import DECISION_PATH
@@ -449,17 +448,12 @@ def _admin_action(state: EmulatorState, action: str, args: dict[str, Any]) -> di
 
 
 def serve(port: int = DEFAULT_PORT, tenants: int = 3, out: TextIO | None = None) -> None:
-    """Run the emulator in the foreground (`xero-tui emulator`) until Ctrl-C."""
+    """Run the emulator in the foreground (`xero-tui emulator`) until Ctrl-C.
+
+    Raises OSError when the port cannot be bound and ValueError when `tenants` is below 1.
+    """
     out = sys.stdout if out is None else out
-    try:
-        emulator = Emulator(port=port, tenants=tenants).start()
-    except ValueError as exc:
-        raise UsageError(f"The emulator cannot start: {exc}.") from exc
-    except OSError as exc:
-        raise UsageError(
-            f"The emulator cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}). "
-            "Choose another port with --port."
-        ) from exc
+    emulator = Emulator(port=port, tenants=tenants).start()
     try:
         out.write(_banner(emulator, tenants))
         out.flush()

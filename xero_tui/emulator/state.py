@@ -60,6 +60,9 @@ Form = Mapping[str, list[str]]
 
 _PKCE_VALUE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 _KEY_ID = "1CAF8A24ECF9C8C7E3BA2E0A9B1B6D0F"
+WEB_ID = model.fixed_hex("web")
+PKCE_ID = model.fixed_hex("pkce")
+CUSTOM_ID = model.fixed_hex("custom")
 _UNKNOWN_CLIENT = "Error: unauthorized_client : Unknown client or client not enabled"
 
 
@@ -119,19 +122,28 @@ class EmulatorState:
         self._rates: dict[tuple[str, str], RateWindow] = {}
         self._issued = 0
         self._app_minute: dict[str, deque[float]] = {}
-        self.web_client = self.register_client(
-            model.fixed_hex("web"), model.fixed_secret("web"), Kind.WEB, name="Demo web app"
-        )
-        self.pkce_client = self.register_client(
-            model.fixed_hex("pkce"), None, Kind.PKCE, name="Demo PKCE app"
-        )
-        self.custom_client = self.register_client(
-            model.fixed_hex("custom"),
+        self.register_client(WEB_ID, model.fixed_secret("web"), Kind.WEB, name="Demo web app")
+        self.register_client(PKCE_ID, None, Kind.PKCE, name="Demo PKCE app")
+        self.register_client(
+            CUSTOM_ID,
             model.fixed_secret("custom"),
             Kind.CUSTOM,
             redirect_uris=(),
             name="Demo custom connection",
         )
+
+    # The demo apps as registered now: a test may re-register one with other redirect URIs.
+    @property
+    def web_client(self) -> DemoClient:
+        return self._clients[WEB_ID]
+
+    @property
+    def pkce_client(self) -> DemoClient:
+        return self._clients[PKCE_ID]
+
+    @property
+    def custom_client(self) -> DemoClient:
+        return self._clients[CUSTOM_ID]
 
     # -- the emulator's own controls -------------------------------------------------------
 
@@ -163,10 +175,13 @@ class EmulatorState:
             raise ValueError(f"a {kind.label} {need} a client secret")
         if kind.uses_browser and not redirect_uris:
             raise ValueError(f"a {kind.label} needs at least one redirect URI")
-        client = DemoClient(
-            client_id, client_secret, kind, tuple(redirect_uris), granular, name or kind.label
-        )
         with self._lock:
+            # Re-registering (say, to add a redirect URI) keeps the app's name unless given.
+            previous = self._clients.get(client_id)
+            name = name or (previous.name if previous else kind.label)
+            client = DemoClient(
+                client_id, client_secret, kind, tuple(redirect_uris), granular, name
+            )
             self._clients[client_id] = client
             if kind is Kind.CUSTOM:
                 self._establish_custom_connection(client_id)
