@@ -927,22 +927,24 @@ async def test_many_hostile_connections_then_callback(make: Make) -> None:
     listener = await make()
     port = listener.port
 
+    payloads = [get("/"), b"\x00" * 100, b"GET /callback?state=x&code=y HTTP/1.1\r\n\r\n", b""]
+
     async def hostile(i: int) -> None:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(
-                [get("/"), b"\x00" * 100, b"GET /callback?state=x&code=y HTTP/1.1\r\n\r\n", b""][
-                    i % 4
-                ]
-            )
+        except OSError:
+            return
+        try:
+            writer.write(payloads[i % 4])
             await writer.drain()
             if i % 3 == 0:
                 writer.transport.abort()
                 return
             await asyncio.wait_for(reader.read(1), 0.5 if i % 4 == 3 else 3)
-            writer.close()
         except (OSError, TimeoutError):
             pass
+        finally:
+            writer.close()
 
     await asyncio.gather(*(hostile(i) for i in range(150)))
     await expect_success(listener)

@@ -634,8 +634,9 @@ class CallbackListener:
         try:
             await self._serve(reader, conn)
         except asyncio.CancelledError:
+            # Only this listener cancels these tasks (cancel, timeout, close). Ending normally
+            # keeps asyncio's stream callback from logging the cancellation as an error.
             _reset(writer)
-            raise
         except Exception:
             # A broken or hostile connection ends with a reset, never with an error in the app.
             _reset(writer)
