@@ -233,7 +233,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     _table(
         ["NAME", "ORGANISATION", "KIND", "STATUS", "SECRETS"],
         [
-            [r["name"], r["organisation"], r["kind"], r["status"].replace("_", " "), r["storage"]]
+            [
+                r["name"],
+                r["organisation"],
+                r["kind"],
+                str(r["status"]).replace("_", " "),
+                r["storage"],
+            ]
             for r in rows
         ],
     )
@@ -450,7 +456,7 @@ async def _consent(
 ) -> ConsentOutcome:
     attempt = await svc.begin_consent(draft, timeout=args.timeout, allow_launch=not args.no_browser)
     try:
-        _show_attempt(attempt, args.no_browser)
+        _show_attempt(attempt)
         result = await _first_of_callback_or_paste(attempt)
         _err("Signed in; exchanging the code...")
         return await svc.finish_consent(attempt, result, draft.client_secret)
@@ -458,17 +464,12 @@ async def _consent(
         await attempt.close()
 
 
-def _show_attempt(attempt: ConsentAttempt, no_browser: bool) -> None:
+def _show_attempt(attempt: ConsentAttempt) -> None:
     _err("Open this URL in a browser to sign in to Xero and choose organisations:")
     _err("")
     _err(f"  {attempt.url}")
     _err("")
-    if attempt.launched:
-        _err(attempt.plan.reason)
-    elif no_browser:
-        _err("Not opening a browser (--no-browser).")
-    else:
-        _err(attempt.plan.reason)
+    _err(attempt.browser_note)
     if attempt.ssh_command:
         _err("This is an SSH session. On your own computer, run this first so the browser's")
         _err(f"redirect reaches this machine:\n\n  {attempt.ssh_command}\n")

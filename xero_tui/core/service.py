@@ -10,13 +10,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from filelock import FileLock, Timeout
 
-from xero_tui.core.browser import LaunchPlan, is_ssh, launch, plan_launch, ssh_tunnel_command
+from xero_tui.core.browser import (
+    LAUNCH_FAILED,
+    LaunchPlan,
+    is_ssh,
+    launch,
+    plan_launch,
+    ssh_tunnel_command,
+)
 from xero_tui.core.config import Config, ConfigStore
 from xero_tui.core.endpoints import Endpoints
 from xero_tui.core.errors import (
@@ -127,7 +134,7 @@ class ConsentAttempt:
     plan: LaunchPlan
     ssh_command: str | None
     launched: bool = False
-    _done: bool = field(default=False, repr=False)
+    launch_tried: bool = False
 
     @property
     def url(self) -> str:
@@ -136,6 +143,15 @@ class ConsentAttempt:
     @property
     def port(self) -> int:
         return self.listener.port
+
+    @property
+    def browser_note(self) -> str:
+        """Whether a browser was opened, and if not, why not."""
+        if self.launch_tried and not self.launched:
+            return LAUNCH_FAILED
+        if self.plan.launch and not self.launch_tried:
+            return "Not opening a browser, as asked."
+        return self.plan.reason
 
     def remaining(self) -> float:
         return self.listener.remaining()
@@ -251,6 +267,7 @@ class Service:
         ssh = ssh_tunnel_command(listener.port, env) if is_ssh(env) else None
         attempt = ConsentAttempt(request, listener, plan, ssh)
         if allow_launch and plan.launch:
+            attempt.launch_tried = True
             attempt.launched = launch(plan, request.url)
         return attempt
 
