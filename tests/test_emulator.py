@@ -887,7 +887,10 @@ def test_status_faults_are_one_shot_fifo_per_endpoint(emulator: Emulator) -> Non
     emulator.inject("*", "status", status=502)
     assert organisation(emulator, token, emulator.tenants[0].tenant_id).status_code == 502
     assert connections(emulator, token).status_code == 200
-    assert emulator.stats.faults_injected == 4
+    emulator.inject("authorize", "status", status=503)
+    with pytest.raises(ConsentError, match="HTTP 503"):
+        answer_consent(authorize_url(emulator, emulator.web_client))
+    assert emulator.stats.faults_injected == 5
 
 
 def test_rate_limit_fault(emulator: Emulator) -> None:

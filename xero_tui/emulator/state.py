@@ -77,6 +77,8 @@ def xero_date(timestamp: float) -> str:
 
 
 def _s256(verifier: str) -> str:
+    # Not core.oauth.code_challenge: if the server shared the client's code, a bug there
+    # would pass every test and fail only against Xero.
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return _b64url(digest)
 
