@@ -273,7 +273,7 @@ def test_consent_page_shows_app_scopes_and_orgs_escaped(emulator: Emulator) -> N
         (t.tenant_id, i == 0) for i, t in enumerate(emulator.tenants)
     ]
     for tenant in emulator.tenants:
-        assert tenant.name in html
+        assert f'{tenant.name} <span class="type">ORGANISATION · {tenant.country_code}' in html
     assert 'value="allow"' in html and 'value="cancel"' in html
 
 
@@ -670,11 +670,11 @@ def test_revocation_ends_the_grant_and_removes_connections(emulator: Emulator) -
     assert oauth_error(missing) == "invalid_request"
     body_auth = {"client_id": client.client_id, "client_secret": secret}
     assert HTTP.post(revoke_url, data={"token": "unknown", **body_auth}).status_code == 200
-    stranger = emulator.register_client(OTHER_ID, "s3cret", Kind.WEB)
+    emulator.register_client(OTHER_ID, "s3cret", Kind.WEB)
     foreign = HTTP.post(
         revoke_url, data={"token": tokens["refresh_token"]}, auth=(OTHER_ID, "s3cret")
     )
-    assert foreign.status_code == 200 and stranger.client_id == OTHER_ID
+    assert foreign.status_code == 200
     assert emulator.stats.revocations == 0
 
     revoked = HTTP.post(
