@@ -35,12 +35,7 @@ class Fault:
         delay: float = 0.0,
         retry_after: int | None = None,
     ) -> Fault:
-        if endpoint != ANY and endpoint not in ENDPOINTS:
-            raise ValueError(
-                f"unknown endpoint {endpoint!r}; use one of {sorted(ENDPOINTS)} or '*'"
-            )
-        if kind not in KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(KINDS)}")
+        check_target(endpoint, kind)
         if kind == "status" and (status is None or not 400 <= status <= 599):
             raise ValueError("a 'status' fault needs status between 400 and 599")
         if delay < 0 or (retry_after is not None and retry_after < 0):
