@@ -177,8 +177,7 @@ class AuthCode:
     redirect_uri: str
     scopes: tuple[str, ...]
     code_challenge: str | None
-    auth_event_id: str
-    tenant_ids: tuple[str, ...]
+    auth_event_id: str  # names the organisations this consent connected
     issued: float
 
 

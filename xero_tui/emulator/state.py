@@ -358,7 +358,6 @@ class EmulatorState:
                 pending.scopes,
                 pending.code_challenge,
                 auth_event_id,
-                tuple(known),
                 now,
             )
             return self._redirect_back(
