@@ -1149,6 +1149,7 @@ def test_serve_prints_setup_and_stops_cleanly_on_ctrl_c() -> None:
     for client in (demo.web_client, demo.pkce_client, demo.custom_client):
         assert client.client_id in out
     assert str(demo.web_client.client_secret) in out
+    assert f"GET {url[0]}/_emulator/stats" in out
     assert "Emulator stopped." in out
 
 

@@ -481,4 +481,9 @@ def _banner(emulator: Emulator, tenants: int) -> str:
         lines.append(f"    client secret: {client.client_secret or '(none)'}")
         if client.redirect_uris:
             lines.append(f"    redirect URI:  {', '.join(client.redirect_uris)}")
+    lines += [
+        "",
+        f"Drive it from another process with JSON: GET {emulator.url}{ADMIN}stats; POST to",
+        f"  {emulator.url}{ADMIN}inject, fault-rate, clock, revoke-all or disconnect.",
+    ]
     return "\n".join(lines) + "\n"
