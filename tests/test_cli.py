@@ -465,3 +465,10 @@ def test_empty_store_is_friendly(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.code == 0
     assert "No connections saved yet" in result.err
+
+
+@pytest.mark.parametrize("args", [["--tenants", "0"], ["--port", "70000"], ["--tenants", "x"]])
+def test_emulator_arguments_are_checked(args: list[str]) -> None:
+    result = run_cli("emulator", *args)
+    assert result.code == 2
+    assert "Traceback" not in result.err

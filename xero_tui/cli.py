@@ -11,7 +11,7 @@ import queue
 import shlex
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -134,9 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     emulator = sub.add_parser("emulator", help="run the local Xero emulator (for demos and tests)")
-    emulator.add_argument("--port", type=int, default=8720)
-    emulator.add_argument("--tenants", type=int, default=3)
+    emulator.add_argument("--port", type=_bounded(0, 65535), default=8720)
+    emulator.add_argument(
+        "--tenants", type=_bounded(1, 100_000), default=3, help="organisations of the demo user"
+    )
     return parser
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
+        return value
+
+    return parse
 
 
 def _err(text: str) -> None:
