@@ -189,6 +189,7 @@ class ChecklistScreen(Screen[Kind]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "tick", "Tick"),
         Binding("c", "copy", "Copy value"),
+        Binding("t", "choose_type", "App type"),
         # Priority: the scrolling container would otherwise take the arrows for scrolling.
         Binding("down,j", "move(1)", "Next", show=False, priority=True),
         Binding("up,k", "move(-1)", "Previous", show=False, priority=True),
@@ -300,6 +301,9 @@ class ChecklistScreen(Screen[Kind]):
         index = rows.index(row) + delta
         if 0 <= index < len(rows):
             rows[index].focus()
+
+    def action_choose_type(self) -> None:
+        self.query_one("#checklist-kinds", RadioSet).focus()
 
     def action_close(self) -> None:
         self.dismiss(self.kind)

@@ -96,7 +96,9 @@ class DeleteScreen(ModalScreen[DeleteChoice | None]):
                 )
             if self.sharing:
                 yield Static(
-                    "The sign-in is kept: " + ", ".join(self.sharing) + " still use it.",
+                    "The sign-in is kept: "
+                    + ", ".join(self.sharing)
+                    + (" still uses it." if len(self.sharing) == 1 else " still use it."),
                     classes="dialog-detail",
                     markup=False,
                 )

@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, LoadingIndicator, Static
 
 from xero_tui.core.errors import TenantNotConnected, XeroTuiError
-from xero_tui.core.models import Connection, Status
+from xero_tui.core.models import Connection, Kind, Status
 from xero_tui.screens import PaletteCommand, error_sentence, local_time
 from xero_tui.screens.confirm import DeleteChoice, DeleteScreen
 from xero_tui.screens.form import FormScreen
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 NOT_CONNECTED = "organisation no longer connected"
 COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
+KIND_LABELS = {Kind.WEB: "Web app", Kind.PKCE: "PKCE app", Kind.CUSTOM: "Custom"}
+# From this width on, the table has room for a column saying where each one's secrets live.
+WIDE = 100
 
 
 class ConnectionTable(DataTable[Text]):
@@ -56,6 +59,7 @@ class ConnectionsScreen(Screen[None]):
         self._health: dict[str, Health] = {}
         # What Xero said about a connection during this session (the config cannot hold it).
         self._remote: dict[str, str] = {}
+        self._storage = ""
 
     @property
     def xero_app(self) -> XeroTuiApp:
@@ -76,10 +80,8 @@ class ConnectionsScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for column in COLUMNS:
-            table.add_column(column, key=column.lower())
-        self.query_one("#home-progress").display = False
+        self.query_one("#home-empty").display = False
+        self._progress("Reading the saved connections…")
         self.reload()
 
     # Loading -----------------------------------------------------------------------------------
@@ -96,23 +98,12 @@ class ConnectionsScreen(Screen[None]):
         self.app.call_from_thread(self._show, health, storage)
 
     def _show(self, health: list[Health], storage: str) -> None:
-        table = self.query_one(DataTable)
-        selected = self.selected_name()
+        self._progress(None)
         self._health = {h.connection.name: h for h in health}
-        table.clear()
-        for h in health:
-            conn = h.connection
-            table.add_row(
-                Text(conn.name),
-                Text(conn.tenant_name),
-                Text(conn.kind.label),
-                self._status_text(h),
-                Text("file" if storage.startswith("plain file") else "keyring"),
-                key=conn.name,
-            )
-        if selected in self._health:
-            table.move_cursor(row=table.get_row_index(selected))
+        self._storage = storage
+        self._fill_table()
         empty = not health
+        table = self.query_one(DataTable)
         table.display = not empty
         self.query_one("#home-empty", Static).update(self._empty_text() if empty else "")
         self.query_one("#home-empty").display = empty
@@ -120,6 +111,45 @@ class ConnectionsScreen(Screen[None]):
         if not empty:
             table.focus()
         self.refresh_bindings()
+
+    def _fill_table(self) -> None:
+        """Rows sized to the terminal: names are cut before a status is."""
+        table = self.query_one(DataTable)
+        selected = self.selected_name()
+        rows = list(self._health.values())
+        statuses = [self._status_text(h) for h in rows]
+        storage = Text("file" if self._storage.startswith("plain file") else "keyring")
+        width = self.size.width or self.app.size.width
+        # Each column has one cell of padding either side; the cursor column needs one more.
+        show_storage = width >= WIDE
+        fixed = [max(len(COLUMNS[2]), *(len(KIND_LABELS[h.connection.kind]) for h in rows))]
+        fixed.append(max([len(COLUMNS[3]), *(len(s) for s in statuses)]))
+        if show_storage:
+            fixed.append(len(COLUMNS[4]))
+        free = width - sum(fixed) - 2 * (2 + len(fixed)) - 2
+        names = max([len(COLUMNS[0]), *(len(h.connection.name) for h in rows)])
+        orgs = max([len(COLUMNS[1]), *(len(h.connection.tenant_name) for h in rows)])
+        if names + orgs > free:
+            orgs = min(orgs, max(12, free // 2))
+            names = max(12, free - orgs)
+        table.clear(columns=True)
+        for label, size in zip(COLUMNS, [names, orgs, *fixed], strict=False):
+            table.add_column(label, width=size, key=label.lower())
+        for h, status in zip(rows, statuses, strict=True):
+            conn = h.connection
+            cells = [
+                Text(conn.name, overflow="ellipsis", no_wrap=True),
+                Text(conn.tenant_name, overflow="ellipsis", no_wrap=True),
+                Text(KIND_LABELS[conn.kind]),
+                status,
+            ]
+            table.add_row(*cells, *([storage] if show_storage else []), key=conn.name)
+        if selected in self._health:
+            table.move_cursor(row=table.get_row_index(selected))
+
+    def on_resize(self) -> None:
+        if self._health:
+            self._fill_table()
 
     def _empty_text(self) -> Text:
         lines = [
@@ -146,6 +176,7 @@ class ConnectionsScreen(Screen[None]):
         return Text.assemble(*lines)
 
     def _show_load_error(self, error: XeroTuiError) -> None:
+        self._progress(None)
         self._health = {}
         self.query_one(DataTable).display = False
         empty = self.query_one("#home-empty", Static)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
@@ -179,7 +178,7 @@ class FormScreen(Screen[list[Connection] | None]):
                     placeholder=(
                         "kept in the secret store; Generate replaces it"
                         if conn
-                        else "filled by Generate, or paste one from another tool"
+                        else "filled by Generate, or paste one"
                     ),
                     password=True,
                     id="refresh-token",
@@ -570,16 +569,10 @@ class FormScreen(Screen[list[Connection] | None]):
             return await self.service.outcome_for_custom(draft)
         from xero_tui.screens.consent import ConsentScreen
 
-        with self._consent_guard():
-            outcome: ConsentOutcome | None = await self.app.push_screen_wait(
-                ConsentScreen(self.service, draft, demo=self.demo)
-            )
+        outcome: ConsentOutcome | None = await self.app.push_screen_wait(
+            ConsentScreen(self.service, draft, demo=self.demo)
+        )
         return outcome
-
-    def _consent_guard(self) -> AbstractContextManager[None]:
-        # Quitting asks first while a sign-in is under way (the app keeps count).
-        guard = getattr(self.app, "consent_guard", None)
-        return guard() if callable(guard) else nullcontext()
 
     def _take_outcome(self, draft: ConnectionDraft, outcome: ConsentOutcome) -> None:
         self.outcome = outcome

@@ -1,0 +1,568 @@
+"""Pilot tests of the app shell and its screens: home, form, checklist, test result, delete.
+
+The journey tests run against the emulator with a BROWSER script that answers the consent page
+over HTTP, as a person in a browser would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Select, Static
+
+from xero_tui.app import XeroTuiApp
+from xero_tui.core.models import Kind, Status
+from xero_tui.core.service import Service
+from xero_tui.emulator import Emulator
+from xero_tui.screens.checklist import ChecklistScreen, steps_for
+from xero_tui.screens.confirm import DeleteScreen, YesNoScreen
+from xero_tui.screens.connections import ConnectionsScreen
+from xero_tui.screens.consent import ConsentScreen
+from xero_tui.screens.form import FormScreen, connection_names
+from xero_tui.screens.organisations import OrganisationsScreen
+from xero_tui.screens.test_result import TestResultScreen
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_SCRIPT = ROOT / "tests" / "support" / "browser_script.py"
+SIZE = (100, 36)
+
+
+async def wait_for(
+    pilot: Pilot[None], condition: Callable[[], object], timeout: float = 15
+) -> None:
+    """Let the app run until `condition()` holds (workers and the browser run meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; screen is {pilot.app.screen!r}")
+        await pilot.pause(0.05)
+
+
+def screen_text(app: XeroTuiApp) -> str:
+    """Everything the terminal shows right now, as plain text."""
+    width, height = app.size
+    console = Console(
+        width=width, height=height, file=io.StringIO(), force_terminal=True, record=True
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
+    return console.export_text()
+
+
+def home(app: XeroTuiApp) -> ConnectionsScreen:
+    screen = app.screen
+    assert isinstance(screen, ConnectionsScreen)
+    return screen
+
+
+def form(app: XeroTuiApp) -> FormScreen:
+    screen = app.screen
+    assert isinstance(screen, FormScreen)
+    return screen
+
+
+def fill(screen: FormScreen, **values: str) -> None:
+    for field, value in values.items():
+        screen.query_one(f"#{field.replace('_', '-')}", Input).value = value
+
+
+def footer_keys(app: XeroTuiApp) -> set[str]:
+    return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """BROWSER answers the emulator's consent page; its errors land in the returned log."""
+    log = tmp_path / "browser.log"
+    monkeypatch.setenv("BROWSER", f"{sys.executable} {BROWSER_SCRIPT} %s")
+    monkeypatch.setenv("XERO_TUI_TEST_BROWSER_LOG", str(log))
+    return log
+
+
+# Home --------------------------------------------------------------------------------------------
+
+
+async def test_home_empty_state_says_what_to_do_first() -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "No connections yet" in screen_text(app))
+        assert "press k" in screen_text(app) and "Press n" in screen_text(app)
+        keys = footer_keys(app)
+        assert {"new", "checklist"} <= keys
+        # Row actions are hidden while there is no row to act on.
+        for action in ("test", "reconnect", "delete", "copy_token"):
+            assert not home(app).check_action(action, ())
+        await app.workers.wait_for_complete()
+
+
+async def test_home_shows_a_corrupt_config_instead_of_crashing(isolated_env: Path) -> None:
+    isolated_env.mkdir(parents=True)
+    (isolated_env / "config.toml").write_text("schema = 1\n[connections\n")
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "config.toml line 2" in screen_text(app))
+        await app.workers.wait_for_complete()
+    assert (isolated_env / "config.toml").read_text() == "schema = 1\n[connections\n"
+
+
+async def test_quit_asks_nothing_without_a_consent_in_flight() -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_quit_asks_while_a_consent_is_in_flight() -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        with app.consent_guard():
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+            await pilot.press("enter")  # focus starts on "Stay"
+            await pilot.pause()
+            assert app.is_running and isinstance(app.screen, ConnectionsScreen)
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+            await pilot.press("tab", "enter")
+            await pilot.pause()
+        assert not app.is_running
+
+
+async def test_banner_when_endpoints_are_overridden(emulator: Emulator) -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert emulator.url in screen_text(app)
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChecklistScreen))
+        assert "endpoints overridden" in screen_text(app)
+        await app.workers.wait_for_complete()
+
+
+# Checklist ---------------------------------------------------------------------------------------
+
+
+def test_checklist_text_follows_the_app_type() -> None:
+    redirect = "http://localhost:9000/cb"
+    web = {s.key: s for s in steps_for(Kind.WEB, redirect)}
+    pkce = {s.key: s for s in steps_for(Kind.PKCE, redirect)}
+    custom = {s.key: s for s in steps_for(Kind.CUSTOM, redirect)}
+    assert web["redirect"].value == redirect and "secret" in web
+    assert "Xero" in web["name"].body and "shows it once" in web["secret"].body
+    assert "secret" not in pkce and pkce["redirect"].value == redirect
+    assert "redirect" not in custom and {"scopes", "user", "secret"} <= set(custom)
+    assert "accounting.contacts" in (custom["scopes"].value or "")
+    assert web["login"].value == "https://developer.xero.com/myapps"
+    for kind in Kind:
+        # One line on when to pick each type, whichever is chosen.
+        text = {s.key: s for s in steps_for(kind, redirect)}["type"].body
+        assert "Web app" in text and "PKCE" in text and "Custom connection" in text
+
+
+async def test_checklist_ticks_progress_copy_and_type_switch() -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChecklistScreen))
+        screen = app.screen
+        assert isinstance(screen, ChecklistScreen)
+        await pilot.press("space", "down", "space")
+        assert "2 of 9 steps done" in str(screen.query_one("#checklist-count", Static).render())
+        assert app.checklist_ticks == {"login", "new-app"}
+        await pilot.press(*["down"] * 4)  # the redirect URI step
+        assert "copy" in footer_keys(app)
+        await pilot.press("c")
+        assert app._clipboard == "http://localhost:8719/callback"
+        # The PKCE type has no secret step; ticks are kept.
+        await pilot.press("t", "right", "enter")
+        await pilot.pause()
+        assert screen.kind is Kind.PKCE
+        assert "2 of 8 steps done" in str(screen.query_one("#checklist-count", Static).render())
+        assert "Generate a secret" not in screen_text(app)
+        await pilot.press("escape")
+        assert isinstance(app.screen, ConnectionsScreen)
+        await app.workers.wait_for_complete()
+
+
+# Form --------------------------------------------------------------------------------------------
+
+
+async def test_save_is_refused_and_says_which_fields_are_missing() -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        message = str(form(app).query_one("#form-message", Static).render())
+        for label in ("Name", "Client ID", "Client Secret", "Refresh Token", "Organisation"):
+            assert label in message
+        assert form(app).focused is form(app).query_one("#name", Input)
+        # Inline check of the client ID as it is typed.
+        await pilot.press("tab", *"abc")
+        hint = form(app).query_one("#client-id-hint", Static)
+        assert hint.display and "32 hexadecimal" in str(hint.render())
+        fill(form(app), client_id="0123456789abcdef0123456789ABCDEF")
+        await pilot.pause()
+        assert not hint.display
+        await app.workers.wait_for_complete()
+
+
+async def test_form_follows_the_app_type_and_masks_secrets() -> None:
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        secret = screen.query_one("#client-secret", Input)
+        token = screen.query_one("#refresh-token", Input)
+        assert secret.password and token.password
+        fill(screen, client_secret="top-secret-value")
+        await pilot.pause()
+        assert "top-secret-value" not in screen_text(app)
+        await pilot.press("ctrl+t")
+        assert not secret.password and not token.password
+        await pilot.press("ctrl+t")
+        assert secret.password
+
+        def pick(kind: Kind) -> None:
+            for button in screen.query("#kind RadioButton").results(RadioButton):
+                if button.name == kind.value:
+                    button.value = True
+
+        pick(Kind.PKCE)
+        await pilot.pause()
+        assert not screen.query_one("#client-secret-row").display
+        assert screen.query_one("#refresh-token-row").display
+        pick(Kind.CUSTOM)
+        await pilot.pause()
+        assert screen.query_one("#client-secret-row").display
+        assert not screen.query_one("#refresh-token-row").display
+        assert not screen.query_one("#redirect-uri-row").display
+        assert str(screen.query_one("#generate", Button).label) == "Connect"
+        assert "offline_access" not in screen.query_one("#scopes", Input).value
+        screen.query_one("#legacy", Checkbox).value = True
+        await pilot.pause()
+        assert "accounting.transactions" in screen.query_one("#scopes", Input).value
+        await app.workers.wait_for_complete()
+
+
+def test_connection_names_one_per_organisation() -> None:
+    from xero_tui.core.models import Tenant
+
+    one = Tenant("c1", "t1", "Acme Ltd")
+    two = Tenant("c2", "t2", "Beta Ltd")
+    assert connection_names(" Sync ", [one]) == [("Sync", one)]
+    assert connection_names("Sync", [one, two]) == [
+        ("Sync - Acme Ltd", one),
+        ("Sync - Beta Ltd", two),
+    ]
+
+
+# Journeys against the emulator -------------------------------------------------------------------
+
+
+async def new_connection(
+    app: XeroTuiApp, pilot: Pilot[None], emu: Emulator, name: str, pick: int
+) -> None:
+    """n, fill in, Generate; the BROWSER script consents; pick `pick` organisations; save."""
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+    screen = form(app)
+    await pilot.press(*name)
+    fill(
+        screen, client_id=emu.web_client.client_id, client_secret=emu.web_client.client_secret or ""
+    )
+    await pilot.press("ctrl+g")
+    await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen), timeout=30)
+    for _ in range(pick):
+        await pilot.press("space", "down")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.screen is screen and screen.chosen)
+    assert screen.query_one("#refresh-token", Input).password
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+
+
+async def test_journey_new_test_reconnect_delete(
+    emulator: Emulator, browser: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenants = emulator.tenants
+    monkeypatch.setenv("XERO_TUI_TEST_TENANTS", ",".join(t.tenant_id for t in tenants[:2]))
+    service = Service()
+    app = XeroTuiApp(service)
+    secret = emulator.web_client.client_secret or ""
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await new_connection(app, pilot, emulator, "Sync", pick=2)
+        table = home(app).query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2)
+        names = sorted(c.name for c in service.connections())
+        assert names == sorted(f"Sync - {t.name}" for t in tenants[:2])
+        assert len({c.grant_id for c in service.connections()}) == 1
+        text = screen_text(app)
+        assert secret not in text and "ok" in text
+
+        # Test: refresh and read the organisation.
+        first = home(app).selected_name()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TestResultScreen))
+        result = app.screen
+        assert isinstance(result, TestResultScreen)
+        await wait_for(pilot, lambda: result.outcome is not None)
+        shown = str(result.query_one("#test-result", Static).render())
+        tenant = next(t for t in tenants if first and first.endswith(t.name))
+        assert tenant.name in shown and (tenant.short_code or "") in shown
+        assert tenant.base_currency in shown and "Token expires" in shown
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+
+        # The user removed the app at Xero, and the access token has since expired: the
+        # refresh gets invalid_grant, and the test says to reconnect.
+        emulator.revoke_all(emulator.web_client.client_id)
+        expire_access_token(service)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TestResultScreen))
+        result = app.screen
+        assert isinstance(result, TestResultScreen)
+        await wait_for(pilot, lambda: result.outcome is not None)
+        assert "reconnect" in str(result.query_one("#test-error", Static).render()).lower()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "needs reconnect" in screen_text(app))
+        assert all(c.status is Status.NEEDS_RECONNECT for c in service.connections())
+        assert "copy_token" not in footer_keys(app)
+
+        # Reconnect: the form goes straight to the sign-in and renews both connections.
+        await pilot.press("r")
+        await wait_for(pilot, lambda: "Reconnected" in screen_text(app), timeout=30)
+        assert sorted(c.name for c in service.connections()) == names
+        assert all(c.status is Status.OK for c in service.connections())
+        assert len({c.grant_id for c in service.connections()}) == 1
+
+        # Copy a token: only on request, only to the clipboard.
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app._clipboard)
+        _, tokens = await service.access_token(first or "")
+        assert app._clipboard == tokens.access_token
+        assert tokens.access_token not in screen_text(app)
+
+        # Delete with disconnect: the confirm starts on No.
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeleteScreen))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert len(service.connections()) == 2
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeleteScreen))
+        dialog = app.screen
+        assert dialog.query_one("#revoke", Checkbox).disabled  # the other connection shares it
+        dialog.query_one("#disconnect", Checkbox).value = True
+        dialog.query_one("#delete", Button).press()
+        await wait_for(pilot, lambda: "disconnected" in screen_text(app))
+        assert [c.name for c in service.connections()] != names
+        assert len(service.connections()) == 1
+        gone = next(t for t in tenants if first and first.endswith(t.name))
+        assert gone.tenant_id not in {
+            t.tenant_id for t in await _connected(service, service.connections()[0].name)
+        }
+        await app.workers.wait_for_complete()
+    assert "Traceback" not in (browser.read_text() if browser.exists() else "")
+
+
+def expire_access_token(service: Service) -> None:
+    for grant_id in service.load().grants:
+        tokens = service.secrets.get_tokens(grant_id)
+        assert tokens is not None
+        service.secrets.put_tokens(grant_id, dataclasses.replace(tokens, expires_at=0.0))
+
+
+async def _connected(service: Service, name: str) -> list:  # type: ignore[type-arg]
+    from xero_tui.core.xero import XeroClient
+
+    _, tokens = await service.access_token(name)
+    async with XeroClient(service.endpoints) as xero:
+        return await xero.connections(tokens.access_token)
+
+
+async def test_pasted_refresh_token_is_checked_and_fills_organisations(
+    emulator: Emulator, browser: Path
+) -> None:
+    service = Service()
+    app = XeroTuiApp(service)
+    client = emulator.web_client
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await new_connection(app, pilot, emulator, "First", pick=1)
+        token = emulator.current_refresh_token(client.client_id)
+        assert token
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        fill(
+            screen,
+            name="Pasted",
+            client_id=client.client_id,
+            client_secret=client.client_secret or "",
+        )
+        screen.query_one("#refresh-token", Input).focus()
+        await pilot.press(*token[:4])
+        fill(screen, refresh_token=token)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is screen and screen.chosen)
+        # Using a pasted token rotates it: the form now holds the new one.
+        assert screen.query_one("#refresh-token", Input).value != token
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        assert {c.name for c in service.connections()} == {"First", "Pasted"}
+        await app.workers.wait_for_complete()
+
+
+async def test_bad_pasted_refresh_token_says_so(emulator: Emulator) -> None:
+    app = XeroTuiApp(Service())
+    client = emulator.web_client
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        fill(screen, name="X", client_id=client.client_id, client_secret=client.client_secret or "")
+        screen.query_one("#refresh-token", Input).focus()
+        await pilot.press(*"not-a-real-token")
+        await pilot.press("enter")
+        hint = screen.query_one("#refresh-token-hint", Static)
+        await wait_for(pilot, lambda: hint.display)
+        assert "not-a-real-token" not in str(hint.render())
+        assert not screen.chosen
+        await app.workers.wait_for_complete()
+
+
+async def test_custom_connection_connects_with_the_secret(emulator: Emulator) -> None:
+    service = Service()
+    app = XeroTuiApp(service)
+    client = emulator.custom_client
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        for button in screen.query("#kind RadioButton").results(RadioButton):
+            button.value = button.name == Kind.CUSTOM.value
+        await pilot.pause()
+        fill(
+            screen, name="Own", client_id=client.client_id, client_secret=client.client_secret or ""
+        )
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: screen.chosen)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        [conn] = service.connections()
+        assert conn.name == "Own" and conn.kind is Kind.CUSTOM
+        await app.workers.wait_for_complete()
+
+
+async def test_open_reuse_and_change_secret(emulator: Emulator, browser: Path) -> None:
+    service = Service()
+    app = XeroTuiApp(service)
+    client = emulator.web_client
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await new_connection(app, pilot, emulator, "Main", pick=1)
+
+        # Reuse the saved credentials in a new form.
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        assert screen.query_one("#reuse-row").display
+        screen.query_one("#reuse", Select).value = "Main"
+        secret_box = screen.query_one("#client-secret", Input)
+        await wait_for(pilot, lambda: secret_box.value == client.client_secret)
+        assert screen.query_one("#client-id", Input).value == client.client_id
+        assert secret_box.password
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+
+        # Open the saved one: the name is fixed; a new secret is stored without a sign-in.
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        assert screen.query_one("#name", Input).disabled
+        secret_box = screen.query_one("#client-secret", Input)
+        await wait_for(pilot, lambda: secret_box.value == client.client_secret)
+        fill(screen, client_secret="a-rotated-secret")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        assert service.client_secret_for(client.client_id) == "a-rotated-secret"
+        await app.workers.wait_for_complete()
+
+
+async def test_leaving_after_a_sign_in_asks_first(emulator: Emulator, browser: Path) -> None:
+    app = XeroTuiApp(Service())
+    client = emulator.web_client
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        fill(
+            screen,
+            name="Keep",
+            client_id=client.client_id,
+            client_secret=client.client_secret or "",
+        )
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen), timeout=30)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is screen and screen.chosen)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        await pilot.press("enter")  # Stay
+        await pilot.pause()
+        assert app.screen is screen
+        await app.workers.wait_for_complete()
+
+
+async def test_demo_journey_with_the_approve_key() -> None:
+    from xero_tui.demo import start_demo
+
+    demo = start_demo()
+    try:
+        service = Service(insecure_storage=True)
+        assert service.paths.config_dir == demo.config_path
+        app = XeroTuiApp(service, demo=demo)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert "DEMO" in screen_text(app)
+            await pilot.press("n")
+            await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+            await pilot.press("ctrl+f", "ctrl+g")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen))
+            await wait_for(pilot, lambda: "approve" in footer_keys(app))
+            await pilot.press("a")
+            await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen), timeout=30)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, FormScreen) and form(app).chosen)
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+            await wait_for(pilot, lambda: home(app).query_one(DataTable).row_count == 1)
+            assert (demo.config_path / "secrets.toml").exists()
+            await app.workers.wait_for_complete()
+    finally:
+        demo.close()
+    assert not demo.config_path.exists()
