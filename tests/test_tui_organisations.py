@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from textual.app import App, ComposeResult
@@ -93,7 +94,7 @@ async def test_new_organisations_come_first_and_every_mark_shows() -> None:
         assert "saved Organisation" in auckland and " new " not in auckland
         assert christchurch.rstrip().endswith("Practice")
         intro = str(app.screen.query_one("#org-intro").render())
-        assert "6 organisations" in intro and "2 just granted" in intro
+        assert "6 organisations" in intro and "the 2 it just granted" in intro
         await app.workers.wait_for_complete()
 
 
@@ -334,3 +335,31 @@ async def test_ten_thousand_organisations_open_and_filter_per_keystroke(
             f"median {statistics.median(typing_floor) * 1000:.1f}); "
             f"filter handler p95 {p95(handler) * 1000:.2f} ms"
         )
+
+
+# Snapshots --------------------------------------------------------------------------------------
+
+
+def snapshot_app() -> PickerApp:
+    return PickerApp(outcome(), saved=frozenset({"tenant-2", "tenant-5"}))
+
+
+async def select_two(pilot: Pilot[None]) -> None:
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.press("space", "down", "down", "space", "down")
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_snapshot_picker(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_app(), terminal_size=size, run_before=select_two)
+
+
+def test_snapshot_picker_filtered(snap_compare: Any) -> None:
+    async def filtered(pilot: Pilot[None]) -> None:
+        await select_two(pilot)
+        await pilot.press("e", "l")
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(), terminal_size=(80, 24), run_before=filtered)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import ModalScreen
@@ -106,9 +106,17 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             dialog.border_title = "Sign in to Xero"
             with VerticalScroll(id="consent-body"):
                 yield Static(id="consent-status", markup=False)
+                yield Static(id="consent-next", markup=False)
                 with Vertical(id="consent-storage"):
                     yield Static(id="storage-problem", markup=False)
-                    yield Static(id="storage-choices", markup=False)
+                    yield Static("Choose one:", classes="step")
+                    with Grid(id="storage-choices"):
+                        yield Static("r", classes="choice-key")
+                        yield Static("Unlock the keyring (or start it), then try it again.")
+                        yield Static("f", classes="choice-key")
+                        yield Static(id="storage-file-choice", markup=False)
+                        yield Static("esc", classes="choice-key")
+                        yield Static("Cancel; nothing is stored and no sign-in starts.")
                 with Vertical(id="consent-wait"):
                     yield Static(id="consent-browser", markup=False)
                     yield Static(id="consent-hint", markup=False)
@@ -133,6 +141,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     def watch_phase(self, phase: str) -> None:
         for name in PHASES:
             self.set_class(name == phase, f"-{name}")
+        if phase != "waiting":
+            self.query_one("#consent-dialog").border_subtitle = ""
         self.refresh_bindings()
 
     def _status(self, text: str) -> None:
@@ -177,13 +187,9 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         self.phase = "storage"
         self._status("The tokens cannot be kept yet, so signing in now would be wasted.")
         self.query_one("#storage-problem", Static).update(probe.message)
-        secrets_file = self.service.paths.secrets_file
-        self.query_one("#storage-choices", Static).update(
-            "Choose one:\n"
-            "  r    unlock the keyring (or start it), then try it again\n"
-            f"  f    keep secrets in a plain file only you can read (mode 0600):\n"
-            f"       {secrets_file}\n"
-            "  esc  cancel"
+        self.query_one("#storage-file-choice", Static).update(
+            "Keep secrets in a plain file only you can read (mode 0600): "
+            f"{self.service.paths.secrets_file}"
         )
 
     async def _consent(self) -> None:
@@ -224,6 +230,9 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             finally:
                 self.attempt = None
                 await attempt.close()
+        # dismiss() pops the top screen: wait out a dialog on top (the quit question) first.
+        while not self.is_active:
+            await asyncio.sleep(0.05)
         self.dismiss(outcome)
 
     def _guard(self) -> AbstractContextManager[None]:
@@ -247,7 +256,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
 
     def _fail(self, sentence: str) -> None:
         self.phase = "error"
-        self._status(f"{sentence}\n\nPress r to try again, or escape to close.")
+        self._status(sentence)
+        self.query_one("#consent-next", Static).update("Press r to try again, or escape to close.")
 
     # Showing the attempt -------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ CHECKED = "[x] "
 UNCHECKED = "[ ] "
 NEW_TAG = "new"
 SAVED_TAG = "saved"
+ROW = ("tenant-list--row",)
+CURSOR_ROW = ("tenant-list--row", "tenant-list--cursor")
 TYPE_LABELS = {
     "ORGANISATION": "Organisation",
     "PRACTICE": "Practice",
@@ -170,30 +172,35 @@ class TenantList(ScrollView, can_focus=False):
         self._styles.clear()
         super().notify_style_update()
 
-    def _style(self, *names: str) -> Style:
-        # Looking a component style up costs more than building a row; a row uses up to five.
-        style = self._styles.get(names)
+    def _style(self, layer: tuple[str, ...], part: str | None = None) -> Style:
+        """The row's style (`layer`), with the colour and weight of one `part` of it on top.
+
+        Only the part's foreground is taken, so the cursor's background runs the full width.
+        Cached: looking a component style up costs more than building a row.
+        """
+        key = (*layer, part or "")
+        style = self._styles.get(key)
         if style is None:
-            style = self._styles[names] = self.get_component_rich_style(*names)
+            style = self.get_component_rich_style(*layer)
+            if part is not None:
+                fg = self.get_component_rich_style(part)
+                style += Style(color=fg.color, bold=fg.bold, italic=fg.italic)
+            self._styles[key] = style
         return style
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = self.scroll_offset.y + y
-        base = self._style("tenant-list--row")
+        base = self._style(ROW)
         if not self.rows:
             if y == 0:
-                style = self._style("tenant-list--empty")
+                style = self._style(ROW, "tenant-list--empty")
                 return Strip([Segment(_fit(" " + self.empty_message, width), style)], width)
             return Strip.blank(width, base)
         if row >= len(self.rows):
             return Strip.blank(width, base)
         index = self.rows[row]
-        layer = (
-            ("tenant-list--row", "tenant-list--cursor")
-            if row == self.cursor
-            else ("tenant-list--row",)
-        )
+        layer = CURSOR_ROW if row == self.cursor else ROW
         return Strip(self._segments(index, width, layer), width)
 
     def _segments(self, index: int, width: int, layer: tuple[str, ...]) -> list[Segment]:
@@ -204,8 +211,8 @@ class TenantList(ScrollView, can_focus=False):
         if name_width < 12:
             # Too narrow for the tags: the name matters more than the type.
             name_width, tags_width = width - len(CHECKED) - 1, 0
-        base = self._style(*layer)
-        box_style = self._style(*layer, "tenant-list--checked") if checked else base
+        base = self._style(layer)
+        box_style = self._style(layer, "tenant-list--checked") if checked else base
         segments = [
             Segment(" ", base),
             Segment(CHECKED if checked else UNCHECKED, box_style),
@@ -216,13 +223,13 @@ class TenantList(ScrollView, can_focus=False):
             saved = SAVED_TAG if self._saved[index] else " " * len(SAVED_TAG)
             segments += [
                 Segment(" ", base),
-                Segment(new, self._style(*layer, "tenant-list--new")),
+                Segment(new, self._style(layer, "tenant-list--new")),
                 Segment(" ", base),
-                Segment(saved, self._style(*layer, "tenant-list--saved")),
+                Segment(saved, self._style(layer, "tenant-list--saved")),
                 Segment(" ", base),
                 Segment(
                     _fit(self._types[index], self._type_width),
-                    self._style(*layer, "tenant-list--type"),
+                    self._style(layer, "tenant-list--type"),
                 ),
                 Segment(" ", base),
             ]
@@ -279,11 +286,8 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
     def _intro(self, new: int) -> str:
         total = len(self.tenants)
         reach = f"This consent reaches {total:,} organisation{'s' if total != 1 else ''}"
-        granted = f"; {new:,} just granted (marked new) come first" if new else ""
-        return (
-            f"{reach}{granted}. Each one you choose becomes a connection; they share this consent. "
-            "Space selects several, enter connects the selection (or the highlighted one)."
-        )
+        granted = f"; the {new:,} it just granted come first, marked new" if new else ""
+        return f"{reach}{granted}. Each one you choose becomes a connection sharing this consent."
 
     def on_mount(self) -> None:
         tenant_list = self.query_one(TenantList)

@@ -1,0 +1,579 @@
+"""The consent screen against the emulator: browser, paste-back, SSH, cancel, errors, keyring."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import keyring
+import pytest
+from keyring.backends import fail
+from textual import events
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
+
+from xero_tui.core.browser import OPENED, SSH_SESSION, LaunchPlan
+from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
+from xero_tui.core.models import Kind, default_scopes
+from xero_tui.core.secrets import ProbeResult
+from xero_tui.core.service import ConnectionDraft, ConsentOutcome, Service
+from xero_tui.demo import DemoContext
+from xero_tui.emulator import Emulator
+from xero_tui.emulator.consent import answer_consent
+from xero_tui.screens.consent import ConsentScreen
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_SCRIPT = (
+    f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests/support/browser_script.py'))} %s"
+)
+UNSET = object()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def python_browser(code: str) -> str:
+    """A BROWSER value that runs `code` with this interpreter (the URL is its argv[1])."""
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} %s"
+
+
+def web_draft(emu: Emulator) -> ConnectionDraft:
+    """The demo web app with a redirect URI on a free port, registered with the emulator."""
+    client = emu.web_client
+    redirect = f"http://localhost:{free_port()}/callback"
+    emu.register_client(client.client_id, client.client_secret, client.kind, (redirect,))
+    return ConnectionDraft(
+        kind=Kind.WEB,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        redirect_uri=redirect,
+        scopes=default_scopes(Kind.WEB),
+    )
+
+
+def no_display_env(**extra: str) -> dict[str, str]:
+    """A terminal with no graphical display and no BROWSER: nothing is launched."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("BROWSER", None)
+    env.update(extra)
+    return env
+
+
+class ConsentApp(App[None]):
+    """Pushes the consent screen and keeps what it dismissed with."""
+
+    def __init__(self, make: Callable[[], ConsentScreen]) -> None:
+        super().__init__()
+        self.make = make
+        self.result: object = UNSET
+
+    def on_mount(self) -> None:
+        self.push_screen(self.make(), self._done)
+
+    def _done(self, outcome: ConsentOutcome | None) -> None:
+        self.result = outcome
+
+
+def consent(app: App[None]) -> ConsentScreen:
+    screen = app.screen
+    assert isinstance(screen, ConsentScreen), screen
+    return screen
+
+
+def text_of(app: App[None], selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def until(pilot: Pilot[None], check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {check}")
+        await pilot.pause(0.02)
+
+
+async def until_phase(pilot: Pilot[None], phase: str, timeout: float = 10.0) -> ConsentScreen:
+    app = pilot.app
+    await until(
+        pilot,
+        lambda: isinstance(app.screen, ConsentScreen) and app.screen.phase == phase,
+        timeout,
+    )
+    return consent(app)
+
+
+async def until_dismissed(pilot: Pilot[None], timeout: float = 10.0) -> object:
+    app = cast(ConsentApp, pilot.app)
+    await until(pilot, lambda: app.result is not UNSET, timeout)
+    return app.result
+
+
+async def test_browser_completes_consent_and_dismisses_with_the_outcome(
+    emulator: Emulator,
+) -> None:
+    draft = web_draft(emulator)
+    env = no_display_env(BROWSER=BROWSER_SCRIPT)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    async with app.run_test(size=(80, 24)) as pilot:
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        names = sorted(t.tenant_name for t in result.tenants)
+        assert names and result.new_tenant_ids
+        await app.workers.wait_for_complete()
+    port = int(draft.redirect_uri.split(":")[2].split("/")[0])
+    assert port_is_free(port)
+
+
+async def test_launched_browser_is_reported_and_the_screen_never_shows_tokens(
+    emulator: Emulator,
+) -> None:
+    draft = web_draft(emulator)
+    # A browser that opens nothing and exits: the screen must still be waiting, URL shown.
+    env = no_display_env(BROWSER=python_browser("pass"))
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        attempt = screen.attempt
+        assert attempt is not None and attempt.launched
+        assert text_of(app, "#consent-browser") == OPENED
+        assert attempt.url in text_of(app, "#consent-url").replace("\n", "")
+        # No paste field when the browser runs here; the listener does the work.
+        assert not screen.query_one("#consent-paste").display
+        redirect = await asyncio.to_thread(answer_consent, attempt.url)
+        attempt.submit_pasted_url(redirect)
+        await until_phase(pilot, "exchanging")
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        assert result.tokens.access_token not in app.export_screenshot()
+        await app.workers.wait_for_complete()
+
+
+async def test_pasted_redirect_url_completes_consent(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        attempt = screen.attempt
+        assert attempt is not None and not attempt.launched
+        assert "no graphical display" in text_of(app, "#consent-browser")
+        assert not screen.query_one("#consent-ssh").display
+        # Keyboard only: p reaches the field; a wrong address is explained and waiting goes on.
+        await pilot.press("p")
+        field = screen.query_one("#consent-paste-input", Input)
+        assert app.focused is field
+        await pilot.press(*"http://localhost:1/x", "enter")
+        assert "not " + draft.redirect_uri in text_of(app, "#consent-paste-error")
+        assert screen.phase == "waiting"
+        # The real redirect, as the browser's address bar shows it, pasted into the field.
+        redirect = await asyncio.to_thread(answer_consent, attempt.url, follow_redirect=False)
+        assert redirect.startswith(draft.redirect_uri + "?")
+        field.value = ""
+        app.post_message(events.Paste(redirect))
+        await pilot.pause()
+        assert field.value == redirect
+        await pilot.press("enter")
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        await app.workers.wait_for_complete()
+
+
+async def test_a_paste_anywhere_goes_to_the_field_and_is_submitted(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        assert screen.attempt is not None
+        assert not isinstance(app.focused, Input)
+        redirect = await asyncio.to_thread(answer_consent, screen.attempt.url)
+        app.post_message(events.Paste(redirect))
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        await app.workers.wait_for_complete()
+
+
+async def test_over_ssh_nothing_is_launched_and_the_ssh_line_is_exact(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    draft = web_draft(emulator)
+    marker = tmp_path / "browser-ran"
+    env = no_display_env(
+        SSH_CONNECTION="198.51.100.7 52100 203.0.113.10 22",
+        USER="deploy",
+        DISPLAY=":0",
+        BROWSER=python_browser(f"open({str(marker)!r}, 'w').close()"),
+    )
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        attempt = screen.attempt
+        assert attempt is not None and not attempt.launched
+        port = attempt.port
+        expected = f"ssh -L {port}:localhost:{port} deploy@203.0.113.10"
+        assert attempt.ssh_command == expected
+        assert text_of(app, "#consent-ssh-line") == expected
+        assert text_of(app, "#consent-browser") == SSH_SESSION
+        assert screen.query_one("#consent-paste").display
+        # Copy keys put the exact values on the clipboard (OSC 52 in a real terminal).
+        await pilot.press("s")
+        assert app.clipboard == expected
+        await pilot.press("c")
+        assert app.clipboard == attempt.url
+        # The tunnel delivers the browser's redirect to the listener, which is live meanwhile.
+        await asyncio.to_thread(answer_consent, attempt.url, follow_redirect=True)
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        await app.workers.wait_for_complete()
+    await asyncio.sleep(0.3)
+    assert not marker.exists()
+
+
+async def test_escape_cancels_and_frees_the_port_at_once(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        assert screen.attempt is not None
+        port = screen.attempt.port
+        assert not port_is_free(port)
+        await pilot.press("escape")
+        assert port_is_free(port)
+        assert app.result is None
+        await app.workers.wait_for_complete()
+
+
+async def test_access_denied_says_you_cancelled_and_r_starts_a_fresh_attempt(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draft = web_draft(emulator)
+    monkeypatch.setenv("XERO_TUI_TEST_CONSENT", "cancel")
+    env = no_display_env(BROWSER=BROWSER_SCRIPT)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "error")
+        status = text_of(app, "#consent-status")
+        assert "You cancelled in Xero" in status
+        assert "Press r to try again" in text_of(app, "#consent-next")
+        assert screen.attempt is None
+        assert "r" in app.active_bindings
+        monkeypatch.setenv("XERO_TUI_TEST_CONSENT", "allow")
+        await pilot.press("r")
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        await app.workers.wait_for_complete()
+
+
+async def test_xero_error_codes_become_sentences_that_say_what_to_do(
+    emulator: Emulator,
+) -> None:
+    draft = web_draft(emulator)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        assert screen.attempt is not None
+        state = screen.attempt.request.state
+        screen.submit_pasted(
+            f"{draft.redirect_uri}?error=invalid_scope&error_description=bad+scope&state={state}"
+        )
+        await until_phase(pilot, "error")
+        status = text_of(app, "#consent-status")
+        assert "legacy scopes" in status and "Xero said: bad scope" in status
+        await pilot.press("r")
+        screen = await until_phase(pilot, "waiting")
+        assert screen.attempt is not None
+        state = screen.attempt.request.state
+        screen.submit_pasted(f"{draft.redirect_uri}?error=unauthorized_client&state={state}")
+        await until_phase(pilot, "error")
+        assert "Check the app type" in text_of(app, "#consent-status")
+        await app.workers.wait_for_complete()
+
+
+async def test_timeout_says_so_and_reminds_about_the_redirect_uri(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    now = [1000.0]
+    app = ConsentApp(
+        lambda: ConsentScreen(
+            Service(), draft, env=no_display_env(), clock=lambda: now[0], timeout=1.0
+        )
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        assert screen.query_one("#consent-dialog").border_subtitle == "Waiting for Xero: 0:01 left"
+        await until_phase(pilot, "error")
+        status = text_of(app, "#consent-status")
+        assert "Timed out" in status
+        assert f"add exactly {draft.redirect_uri}" in status
+        await app.workers.wait_for_complete()
+
+
+async def test_countdown_follows_the_clock_and_the_redirect_hint_appears(
+    emulator: Emulator,
+) -> None:
+    draft = web_draft(emulator)
+    now = [1000.0]
+    app = ConsentApp(
+        lambda: ConsentScreen(Service(), draft, env=no_display_env(), clock=lambda: now[0])
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        dialog = screen.query_one("#consent-dialog")
+        assert dialog.border_subtitle == "Waiting for Xero: 5:00 left"
+        assert not screen.query_one("#consent-hint").display
+        now[0] += 61
+        await until(pilot, lambda: dialog.border_subtitle == "Waiting for Xero: 3:59 left")
+        assert screen.query_one("#consent-hint").display
+        assert "Invalid redirect_uri" in text_of(app, "#consent-hint")
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
+async def test_port_in_use_is_explained_and_r_retries(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    port = int(draft.redirect_uri.split(":")[2].split("/")[0])
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until_phase(pilot, "error")
+            assert f"Port {port} is in use" in text_of(app, "#consent-status")
+            blocker.close()
+            await pilot.press("r")
+            await until_phase(pilot, "waiting")
+            await pilot.press("escape")
+            await app.workers.wait_for_complete()
+    finally:
+        blocker.close()
+
+
+@pytest.fixture
+def failing_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring, for this process too.
+
+    keyring reads the variable once per process, so the backend it names is also set directly.
+    """
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(previous)
+
+
+@pytest.mark.usefixtures("failing_keyring")
+async def test_unusable_keyring_shows_the_choices_before_anything_else(
+    emulator: Emulator,
+) -> None:
+    draft = web_draft(emulator)
+    port = int(draft.redirect_uri.split(":")[2].split("/")[0])
+    service = Service()
+    app = ConsentApp(lambda: ConsentScreen(service, draft, env=no_display_env()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "storage")
+        choices = " ".join(
+            str(part.render()) for part in app.screen.query("#consent-storage Static")
+        )
+        assert "No keyring backend is available" in choices
+        assert "Unlock the keyring" in choices
+        assert "mode 0600" in choices and str(service.paths.secrets_file) in choices
+        assert "esc" in choices
+        # Nothing was started: no URL, no listener.
+        assert screen.attempt is None and port_is_free(port)
+        assert {"r", "f", "escape"} <= set(app.active_bindings)
+        assert "c" not in app.active_bindings
+        await pilot.press("r")
+        await until_phase(pilot, "storage")
+        await pilot.press("f")
+        await until_phase(pilot, "waiting")
+        assert service.uses_file_storage()
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
+async def test_keys_stay_responsive_while_the_browser_command_sleeps(
+    emulator: Emulator,
+) -> None:
+    draft = web_draft(emulator)
+    env = no_display_env(BROWSER=python_browser("import time; time.sleep(10)"))
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    async with app.run_test(size=(80, 24)) as pilot:
+        started = time.monotonic()
+        screen = await until_phase(pilot, "waiting", timeout=3.0)
+        assert screen.attempt is not None and screen.attempt.launched
+        await pilot.press("c")
+        assert app.clipboard == screen.attempt.url
+        await pilot.press("escape")
+        assert app.result is None
+        assert time.monotonic() - started < 3.0
+        await app.workers.wait_for_complete()
+
+
+class EmulatorDemo:
+    """What the demo's approve does: press Allow on the emulator's page and follow the redirect."""
+
+    def __init__(self) -> None:
+        self.approved: list[str] = []
+
+    def approve(self, url: str) -> None:
+        self.approved.append(url)
+        answer_consent(url, follow_redirect=True)
+
+
+async def test_demo_key_approves_in_the_background(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    demo = EmulatorDemo()
+    app = ConsentApp(
+        lambda: ConsentScreen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        assert "a" in app.active_bindings
+        await pilot.press("a")
+        result = await until_dismissed(pilot)
+        assert isinstance(result, ConsentOutcome)
+        assert demo.approved and screen.attempt is None
+        await app.workers.wait_for_complete()
+
+
+async def test_the_demo_key_is_hidden_outside_demo_mode(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_phase(pilot, "waiting")
+        assert "a" not in app.active_bindings
+        await pilot.press("a")
+        assert consent(app).phase == "waiting"
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
+# Snapshots: a frozen attempt, so the URL (with its random state), port and clock are fixed --------
+
+FROZEN_REDIRECT = "http://localhost:8719/callback"
+FROZEN_URL = (
+    "https://login.xero.com/identity/connect/authorize?response_type=code"
+    "&client_id=0123456789ABCDEF0123456789ABCDEF"
+    "&redirect_uri=http%3A%2F%2Flocalhost%3A8719%2Fcallback"
+    "&scope="
+    + "%20".join(default_scopes(Kind.WEB))
+    + "&state=snapshot-state-not-random-0123456789abcdefg"
+    "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+)
+FROZEN_SSH = "ssh -L 8719:localhost:8719 deploy@203.0.113.10"
+
+
+class FrozenAttempt:
+    """Stands in for ConsentAttempt: fixed URL and port, waits until cancelled (or fails)."""
+
+    url = FROZEN_URL
+    port = 8719
+    plan = LaunchPlan(False, None, SSH_SESSION)
+    launched = False
+    ssh_command: str | None = FROZEN_SSH
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.ended = asyncio.Event()
+
+    def remaining(self) -> float:
+        return 300.0
+
+    async def wait(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        await self.ended.wait()
+        raise ConsentCancelled("Cancelled; no connection was made.")
+
+    def submit_pasted_url(self, url: str) -> None:
+        raise CallbackError("That URL belongs to another attempt (state does not match).")
+
+    def cancel(self) -> None:
+        self.ended.set()
+
+    async def close(self) -> None:
+        self.ended.set()
+
+
+class FrozenService:
+    """Stands in for Service: a fixed probe answer and the frozen attempt."""
+
+    paths = SimpleNamespace(secrets_file=Path("/home/deploy/.config/xero-tui/secrets.json"))
+
+    def __init__(self, probe: ProbeResult, failure: Exception | None = None) -> None:
+        self.probe = probe
+        self.failure = failure
+
+    async def probe_storage(self) -> ProbeResult:
+        return self.probe
+
+    async def begin_consent(self, draft: ConnectionDraft, **_: object) -> FrozenAttempt:
+        return FrozenAttempt(self.failure)
+
+
+def frozen_app(probe_ok: bool = True, failure: Exception | None = None) -> ConsentApp:
+    probe = (
+        ProbeResult(True, "test keyring", "Secrets will be kept in the keyring.")
+        if probe_ok
+        else ProbeResult(
+            False,
+            "SecretService Keyring",
+            "The keyring (SecretService Keyring) did not answer within 5 seconds (is it locked?). "
+            "To go on, unlock the keyring, install/start a Secret Service (gnome-keyring), or opt "
+            "in to a plain 0600 file.",
+        )
+    )
+    service = cast(Service, FrozenService(probe, failure))
+    draft = ConnectionDraft(
+        Kind.WEB,
+        "0123456789ABCDEF0123456789ABCDEF",
+        None,
+        FROZEN_REDIRECT,
+        default_scopes(Kind.WEB),
+    )
+    return ConsentApp(lambda: ConsentScreen(service, draft, clock=lambda: 0.0))
+
+
+def settle_in(phase: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await until_phase(pilot, phase)
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_snapshot_waiting_over_ssh(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(frozen_app(), terminal_size=size, run_before=settle_in("waiting"))
+
+
+def test_snapshot_keyring_choices(snap_compare: Any) -> None:
+    app = frozen_app(probe_ok=False)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle_in("storage"))
+
+
+def test_snapshot_access_denied(snap_compare: Any) -> None:
+    denied = OAuthError("You cancelled in Xero.", "access_denied")
+    app = frozen_app(failure=denied)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle_in("error"))
