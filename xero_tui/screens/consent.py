@@ -30,7 +30,6 @@ from xero_tui.core.errors import (
     ConsentCancelled,
     ConsentTimeout,
     OAuthError,
-    XeroTuiError,
 )
 from xero_tui.core.secrets import ProbeResult
 from xero_tui.core.service import ConsentOutcome
@@ -156,8 +155,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             self._status("Switching to the plain-file secret store…")
             try:
                 await asyncio.to_thread(self.service.use_file_storage)
-            except XeroTuiError as exc:
-                self._fail(str(exc))
+            except Exception as exc:
+                self._fail(error_sentence(exc))
                 return
         if not self._storage_ok:
             self.phase = "probe"
@@ -180,8 +179,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                 "keyring",
                 f"The keyring did not answer within {PROBE_TIMEOUT:g} seconds (is it locked?).",
             )
-        except XeroTuiError as exc:
-            return ProbeResult(False, "keyring", str(exc))
+        except Exception as exc:
+            return ProbeResult(False, "keyring", error_sentence(exc))
 
     def _show_storage(self, probe: ProbeResult) -> None:
         self.phase = "storage"
@@ -267,7 +266,9 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         reason = attempt.plan.reason
         if attempt.plan.launch and not attempt.launched:
             reason = "Could not start the browser; open the address yourself."
-        self.query_one("#consent-browser", Static).update(reason)
+        browser = self.query_one("#consent-browser", Static)
+        browser.update(reason)
+        browser.set_class(attempt.launched, "-launched")
         steps = iter(range(1, 4))
         ssh = attempt.ssh_command
         self.query_one("#consent-ssh").display = ssh is not None
