@@ -130,7 +130,10 @@ class TenantList(ScrollView, can_focus=False):
         index = self.current
         if index is None:
             return
-        self.checked.symmetric_difference_update({index})
+        if index in self.checked:
+            self.checked.remove(index)
+        else:
+            self.checked.add(index)
         self.refresh_row(self.cursor)
 
     def refresh_row(self, row: int) -> None:
