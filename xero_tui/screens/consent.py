@@ -13,16 +13,15 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
-from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.style import Style
 from textual.widgets import Footer, Input, Static
 
 from xero_tui.core.errors import (
@@ -35,6 +34,7 @@ from xero_tui.core.secrets import ProbeResult
 from xero_tui.core.service import ConsentOutcome
 from xero_tui.core.xero import MYAPPS, oauth_error
 from xero_tui.screens import error_sentence
+from xero_tui.widgets.values import link_content
 
 if TYPE_CHECKING:
     from xero_tui.core.service import ConnectionDraft, ConsentAttempt, Service
@@ -49,11 +49,6 @@ REDIRECT_HINT_AFTER = 30.0
 PHASES = ("probe", "storage", "starting", "waiting", "exchanging", "error")
 
 
-def link(text: str) -> Content:
-    """`text` as a clickable OSC 8 link to itself."""
-    return Content(text).stylize(Style(link=text))
-
-
 def countdown(seconds: float) -> str:
     whole = max(0, int(seconds + 0.5))
     return f"{whole // 60}:{whole % 60:02d}"
@@ -62,7 +57,8 @@ def countdown(seconds: float) -> str:
 class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     """Sign in to Xero for `draft`; dismisses with the outcome, or None when cancelled."""
 
-    CSS_PATH = "consent.tcss"
+    # Absolute, so that subclasses defined elsewhere find it too.
+    CSS_PATH = Path(__file__).with_name("consent.tcss")
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", tooltip="Stop waiting and free the port."),
@@ -289,7 +285,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                 f"{next(steps)}. Open this address in a browser, sign in and allow access "
                 "(c copies it):"
             )
-        self.query_one("#consent-url", Static).update(link(attempt.url))
+        self.query_one("#consent-url", Static).update(link_content(attempt.url))
         self.query_one("#consent-paste").display = not attempt.launched
         self.query_one("#consent-paste-step", Static).update(
             f"{next(steps)}. If the browser then cannot load the page, paste its address here "

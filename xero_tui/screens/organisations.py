@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.cells import cell_len, set_cell_size
@@ -255,7 +256,8 @@ class FilterInput(Input):
 class OrganisationsScreen(Screen[list[Tenant] | None]):
     """Every organisation the consent reaches: the ones it just granted first."""
 
-    CSS_PATH = "organisations.tcss"
+    # Absolute, so that subclasses defined elsewhere find it too.
+    CSS_PATH = Path(__file__).with_name("organisations.tcss")
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_row", "Select", priority=True),
