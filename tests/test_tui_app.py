@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from rich.console import Console
+from textual import constants
+from textual.binding import BindingType
 from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Select, Static
 
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.models import Kind, Status
 from xero_tui.core.service import Service
-from xero_tui.emulator import Emulator
+from xero_tui.emulator import DemoClient, Emulator
 from xero_tui.screens.checklist import ChecklistScreen, steps_for
 from xero_tui.screens.confirm import DeleteScreen, YesNoScreen
 from xero_tui.screens.connections import ConnectionsScreen
@@ -77,6 +81,28 @@ def fill(screen: FormScreen, **values: str) -> None:
 
 def footer_keys(app: XeroTuiApp) -> set[str]:
     return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
+
+
+@pytest.fixture(autouse=True)
+def no_animations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scrolling into view is instant, so key presses do not wait for animations."""
+    monkeypatch.setattr(constants, "TEXTUAL_ANIMATIONS", "none")
+
+
+def free_redirect_uri(emu: Emulator, client: DemoClient) -> str:
+    """A redirect URI on a port nobody uses, registered for `client`.
+
+    Other xero-tui processes on this machine (a demo, a parallel test run) may hold the default
+    port; the tests do not depend on it being free.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://localhost:{port}/callback"
+    emu.register_client(
+        client.client_id, client.client_secret, client.kind, (*client.redirect_uris, uri)
+    )
+    return uri
 
 
 @pytest.fixture
@@ -399,7 +425,7 @@ async def _connected(service: Service, name: str) -> list:  # type: ignore[type-
         return await xero.connections(tokens.access_token)
 
 
-async def test_pasted_refresh_token_is_checked_and_fills_organisations(
+async def test_second_connection_reuses_credentials_and_a_pasted_token(
     emulator: Emulator, browser: Path
 ) -> None:
     service = Service()
@@ -410,17 +436,27 @@ async def test_pasted_refresh_token_is_checked_and_fills_organisations(
         await new_connection(app, pilot, emulator, "First", pick=1)
         token = emulator.current_refresh_token(client.client_id)
         assert token
+
+        # "Reuse the credentials of an existing connection" fills the client ID and secret.
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
         screen = form(app)
-        fill(
-            screen,
-            name="Pasted",
-            client_id=client.client_id,
-            client_secret=client.client_secret or "",
-        )
+        assert screen.query_one("#reuse-row").display
+        screen.query_one("#reuse", Select).value = "First"
+        secret_box = screen.query_one("#client-secret", Input)
+        await wait_for(pilot, lambda: secret_box.value == client.client_secret)
+        assert screen.query_one("#client-id", Input).value == client.client_id
+        assert secret_box.password
+        fill(screen, name="Pasted")
+
+        # A token that Xero refuses: said in words, without echoing it.
         screen.query_one("#refresh-token", Input).focus()
-        await pilot.press(*token[:4])
+        await pilot.press(*"not-a-real-token", "enter")
+        hint = screen.query_one("#refresh-token-hint", Static)
+        await wait_for(pilot, lambda: hint.display)
+        assert "not-a-real-token" not in str(hint.render()) and not screen.chosen
+
+        # A token from another tool: a refresh proves it and lists the organisations.
         fill(screen, refresh_token=token)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
@@ -431,29 +467,23 @@ async def test_pasted_refresh_token_is_checked_and_fills_organisations(
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
         assert {c.name for c in service.connections()} == {"First", "Pasted"}
-        await app.workers.wait_for_complete()
 
-
-async def test_bad_pasted_refresh_token_says_so(emulator: Emulator) -> None:
-    app = XeroTuiApp(Service())
-    client = emulator.web_client
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("n")
+        # Open a saved one: the name is fixed; a new secret is stored without a sign-in.
+        await wait_for(pilot, lambda: home(app).selected_name() == "First")
+        await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
         screen = form(app)
-        fill(screen, name="X", client_id=client.client_id, client_secret=client.client_secret or "")
-        screen.query_one("#refresh-token", Input).focus()
-        await pilot.press(*"not-a-real-token")
-        await pilot.press("enter")
-        hint = screen.query_one("#refresh-token-hint", Static)
-        await wait_for(pilot, lambda: hint.display)
-        assert "not-a-real-token" not in str(hint.render())
-        assert not screen.chosen
+        assert screen.query_one("#name", Input).disabled
+        secret_box = screen.query_one("#client-secret", Input)
+        await wait_for(pilot, lambda: secret_box.value == client.client_secret)
+        fill(screen, client_secret="a-rotated-secret")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        assert service.client_secret_for(client.client_id) == "a-rotated-secret"
         await app.workers.wait_for_complete()
 
 
-async def test_custom_connection_connects_with_the_secret(emulator: Emulator) -> None:
+async def test_custom_connection_and_leaving_unsaved_asks_first(emulator: Emulator) -> None:
     service = Service()
     app = XeroTuiApp(service)
     client = emulator.custom_client
@@ -470,71 +500,15 @@ async def test_custom_connection_connects_with_the_secret(emulator: Emulator) ->
         )
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: screen.chosen)
+        # Leaving now would throw the token away: the app asks, and Stay is the default.
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is screen)
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
         [conn] = service.connections()
         assert conn.name == "Own" and conn.kind is Kind.CUSTOM
-        await app.workers.wait_for_complete()
-
-
-async def test_open_reuse_and_change_secret(emulator: Emulator, browser: Path) -> None:
-    service = Service()
-    app = XeroTuiApp(service)
-    client = emulator.web_client
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await new_connection(app, pilot, emulator, "Main", pick=1)
-
-        # Reuse the saved credentials in a new form.
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        screen = form(app)
-        assert screen.query_one("#reuse-row").display
-        screen.query_one("#reuse", Select).value = "Main"
-        secret_box = screen.query_one("#client-secret", Input)
-        await wait_for(pilot, lambda: secret_box.value == client.client_secret)
-        assert screen.query_one("#client-id", Input).value == client.client_id
-        assert secret_box.password
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
-
-        # Open the saved one: the name is fixed; a new secret is stored without a sign-in.
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        screen = form(app)
-        assert screen.query_one("#name", Input).disabled
-        secret_box = screen.query_one("#client-secret", Input)
-        await wait_for(pilot, lambda: secret_box.value == client.client_secret)
-        fill(screen, client_secret="a-rotated-secret")
-        await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
-        assert service.client_secret_for(client.client_id) == "a-rotated-secret"
-        await app.workers.wait_for_complete()
-
-
-async def test_leaving_after_a_sign_in_asks_first(emulator: Emulator, browser: Path) -> None:
-    app = XeroTuiApp(Service())
-    client = emulator.web_client
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        screen = form(app)
-        fill(
-            screen,
-            name="Keep",
-            client_id=client.client_id,
-            client_secret=client.client_secret or "",
-        )
-        await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen), timeout=30)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: app.screen is screen and screen.chosen)
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
-        await pilot.press("enter")  # Stay
-        await pilot.pause()
-        assert app.screen is screen
         await app.workers.wait_for_complete()
 
 
@@ -551,7 +525,9 @@ async def test_demo_journey_with_the_approve_key() -> None:
             assert "DEMO" in screen_text(app)
             await pilot.press("n")
             await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-            await pilot.press("ctrl+f", "ctrl+g")
+            await pilot.press("ctrl+f")
+            fill(form(app), redirect_uri=free_redirect_uri(demo.emulator, demo.emulator.web_client))
+            await pilot.press("ctrl+g")
             await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen))
             await wait_for(pilot, lambda: "approve" in footer_keys(app))
             await pilot.press("a")
@@ -566,3 +542,27 @@ async def test_demo_journey_with_the_approve_key() -> None:
     finally:
         demo.close()
     assert not demo.config_path.exists()
+
+
+async def test_crash_report_leaves_out_local_variables(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("XERO_TUI_DEBUG", raising=False)
+
+    class Crashing(XeroTuiApp):
+        BINDINGS: ClassVar[list[BindingType]] = [("x", "crash")]
+
+        def action_crash(self) -> None:
+            # Built at run time, so that only a locals dump could show the value.
+            client_secret = "-".join(["a", "secret", "in", "a", "local"])
+            raise RuntimeError(f"boom {len(client_secret)}")
+
+    app = Crashing(Service())
+    with pytest.raises(RuntimeError):
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            await pilot.press("x")
+            await pilot.pause()
+    report = capfd.readouterr().err
+    assert "RuntimeError" in report
+    assert "a-secret-in-a-local" not in report

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from xero_tui.app import XeroTuiApp
+from xero_tui.core import service as core_service
 from xero_tui.core.config import Config
 from xero_tui.core.endpoints import Endpoints
 from xero_tui.core.models import (
@@ -26,7 +27,7 @@ from xero_tui.core.models import (
     Status,
     default_scopes,
 )
-from xero_tui.core.service import Health, Service, TestResult
+from xero_tui.core.service import Health, Service
 from xero_tui.screens import test_result
 
 SIZES = [(80, 24), (120, 36)]
@@ -105,9 +106,9 @@ class FixedService(Service):
             for c in sorted(self._fixed.values(), key=lambda c: c.name.casefold())
         ]
 
-    async def test(self, name: str) -> TestResult:
+    async def test(self, name: str) -> core_service.TestResult:
         org = Organisation("org-1", "Acme Ltd", "!AcMe1", "NZ", "NZD")
-        return TestResult(self._fixed[name], org, NOW + 1800)
+        return core_service.TestResult(self._fixed[name], org, NOW + 1800)
 
 
 @pytest.fixture(autouse=True)

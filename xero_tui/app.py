@@ -5,8 +5,10 @@ Only the TUI imports Textual; the CLI imports this module only when it starts th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -56,7 +58,8 @@ class XeroCommands(Provider):
 class XeroTuiApp(App[None]):
     """Saved Xero connections, and the screens that create, test, renew and remove them."""
 
-    CSS_PATH = "app.tcss"
+    # Absolute, so that subclasses defined elsewhere (tests) find it too.
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "xero-tui"
     COMMANDS = App.COMMANDS | {XeroCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -177,6 +180,23 @@ class XeroTuiApp(App[None]):
         ]
 
     # Errors nobody else handled ----------------------------------------------------------------
+
+    def _fatal_error(self) -> None:
+        """Textual's crash report, without the local variables it normally prints.
+
+        Locals can hold a client secret or a token, and this report goes to the terminal.
+        """
+        if os.environ.get("XERO_TUI_DEBUG"):
+            super()._fatal_error()
+            return
+        import rich
+        from rich.segment import Segments
+        from rich.traceback import Traceback
+
+        self.bell()
+        report = Traceback(show_locals=False, width=None, suppress=[rich])
+        self._exit_renderables.append(Segments(self.console.render(report, self.console.options)))
+        self._close_messages_no_wait()
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

@@ -122,7 +122,7 @@ class ConnectionsScreen(Screen[None]):
         width = self.size.width or self.app.size.width
         # Each column has one cell of padding either side; the cursor column needs one more.
         show_storage = width >= WIDE
-        fixed = [max(len(COLUMNS[2]), *(len(KIND_LABELS[h.connection.kind]) for h in rows))]
+        fixed = [max([len(COLUMNS[2]), *(len(KIND_LABELS[h.connection.kind]) for h in rows)])]
         fixed.append(max([len(COLUMNS[3]), *(len(s) for s in statuses)]))
         if show_storage:
             fixed.append(len(COLUMNS[4]))

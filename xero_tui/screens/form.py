@@ -609,7 +609,7 @@ class FormScreen(Screen[list[Connection] | None]):
         if chosen:
             self.chosen = list(chosen)
             self._show_hint("organisation", None)
-            self._say("Signed in. Check the names below, then ctrl+s saves.")
+            self._say("Signed in. Check the connection names, then ctrl+s saves.")
             self.query_one("#save", Button).focus()
         else:
             self._say("No organisation chosen yet: ctrl+o lists them again.")
