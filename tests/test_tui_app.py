@@ -566,3 +566,13 @@ async def test_crash_report_leaves_out_local_variables(
     report = capfd.readouterr().err
     assert "RuntimeError" in report
     assert "a-secret-in-a-local" not in report
+
+
+def test_links_are_osc8_for_https_only() -> None:
+    from xero_tui.widgets import link_content
+
+    linked = link_content("https://developer.xero.com/myapps")
+    assert [span.style.link for span in linked.spans if hasattr(span.style, "link")] == [
+        "https://developer.xero.com/myapps"
+    ]
+    assert not link_content("http://localhost:8719/callback").spans

@@ -23,7 +23,7 @@ from xero_tui.screens import PaletteCommand, error_sentence
 from xero_tui.screens.checklist import ChecklistScreen
 from xero_tui.screens.confirm import YesNoScreen
 from xero_tui.screens.connections import ConnectionsScreen
-from xero_tui.widgets import Banner
+from xero_tui.widgets import Banner, mask
 
 if TYPE_CHECKING:
     from xero_tui.core.service import Service
@@ -86,7 +86,9 @@ class XeroTuiApp(App[None]):
     @property
     def banner_text(self) -> str | None:
         if self.demo is not None:
-            secret = self.demo.client_secret if self.show_demo_secret else "•" * 12
+            secret = (
+                self.demo.client_secret if self.show_demo_secret else mask(self.demo.client_secret)
+            )
             return (
                 "DEMO  Built-in Xero emulator, throwaway config; ctrl+f in the form fills in "
                 f"the demo app: client ID {self.demo.client_id}  secret {secret}"

@@ -21,10 +21,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, RadioButton, RadioSet, Static
 
 from xero_tui.core.models import Kind, default_scopes
-from xero_tui.widgets import link_content
+from xero_tui.widgets import CopyableValue, link_content
 
 MYAPPS_URL = "https://developer.xero.com/myapps"
-_URL = re.compile(r"https?://[^\s)]+[^\s).,]")
+_URL = re.compile(r"https://[^\s)]+[^\s).,]")
 
 KIND_CHOICE = {
     Kind.WEB: (
@@ -161,12 +161,11 @@ class StepRow(Vertical, can_focus=True):
         yield Static(self._title(), classes="step-title")
         yield Static(_linked(self.step.body), classes="step-body")
         if self.step.value is not None and self.step.value_label is not None:
-            yield Static(
-                Content.assemble(
-                    (f"{self.step.value_label}  ", "bold"),
-                    link_content(self.step.value),
-                    ("   c copies", "dim"),
-                ),
+            yield CopyableValue(
+                self.step.value_label,
+                self.step.value,
+                hint="c copies",
+                focusable=False,
                 classes="step-value",
             )
 
@@ -286,10 +285,9 @@ class ChecklistScreen(Screen[Kind]):
 
     def action_copy(self) -> None:
         row = self._current()
-        if row is None or row.step.value is None:
-            return
-        self.app.copy_to_clipboard(row.step.value)
-        self.notify(f"Copied the {(row.step.value_label or 'value').lower()}.", timeout=3)
+        if row is not None:
+            for value in row.query(CopyableValue).results(CopyableValue):
+                value.copy()
 
     def action_move(self, delta: int) -> None:
         rows = self._rows()

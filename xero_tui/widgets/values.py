@@ -10,7 +10,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.style import Style
-from textual.widget import Widget
+from textual.widgets import Static
 
 MASK = "•" * 12
 
@@ -21,15 +21,21 @@ def mask(value: str) -> str:
 
 
 def link_content(text: str, url: str | None = None) -> Content:
-    """`text` as an OSC 8 hyperlink to `url` (or to itself when it is an http(s) URL)."""
+    """`text` as an OSC 8 hyperlink to `url` (or to itself when it is an https URL).
+
+    Plain http is left unlinked: here it is a loopback address to paste, not a page to open.
+    """
     target = url or text
-    if not target.startswith(("https://", "http://")):
+    if not target.startswith("https://"):
         return Content(text)
     return Content.styled(text, Style(link=target))
 
 
-class CopyableValue(Widget, can_focus=True):
-    """`Label  value`, focusable; `c` copies the value, a URL is a clickable link."""
+class CopyableValue(Static):
+    """`Label  value`; `c` copies the value (when focused), a https URL is a clickable link.
+
+    Inside a focusable container the container's own key can call `copy()` instead.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "copy", "Copy")]
 
@@ -38,25 +44,23 @@ class CopyableValue(Widget, can_focus=True):
         label: str,
         value: str,
         *,
-        secret: bool = False,
+        hint: str = "",
+        focusable: bool = True,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        super().__init__(id=id, classes=classes)
+        content = Content.assemble((f"{label}  ", "bold"), link_content(value))
+        if hint:
+            content = Content.assemble(content, (f"   {hint}", "dim"))
+        super().__init__(content, id=id, classes=classes)
         self.label = label
         self.value = value
-        self.secret = secret
+        self.can_focus = focusable
 
-    def render(self) -> Content:
-        shown = mask(self.value) if self.secret else link_content(self.value)
-        return Content.assemble((f"{self.label}  ", "bold"), shown)
-
-    def set_value(self, value: str) -> None:
-        self.value = value
-        self.refresh(layout=True)
+    def copy(self) -> None:
+        """Put the value on the clipboard with OSC 52, which works over SSH too."""
+        self.app.copy_to_clipboard(self.value)
+        self.notify(f"{self.label} copied to the clipboard.", timeout=3)
 
     def action_copy(self) -> None:
-        if not self.value:
-            return
-        self.app.copy_to_clipboard(self.value)
-        self.notify(f"Copied the {self.label.lower()} to the clipboard.", timeout=3)
+        self.copy()
