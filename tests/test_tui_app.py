@@ -380,6 +380,13 @@ async def test_journey_new_test_reconnect_delete(
         assert all(c.status is Status.OK for c in service.connections())
         assert len({c.grant_id for c in service.connections()}) == 1
 
+        # The other organisation is disconnected at Xero: "check every connection" says so.
+        other = next(n for n in names if n != first)
+        gone_tenant = next(t for t in tenants if other.endswith(t.name))
+        emulator.disconnect_tenant(emulator.web_client.client_id, gone_tenant.tenant_id)
+        home(app).check_all()
+        await wait_for(pilot, lambda: "organisation no longer connected" in screen_text(app))
+
         # Copy a token: only on request, only to the clipboard.
         await pilot.press("c")
         await wait_for(pilot, lambda: app._clipboard)

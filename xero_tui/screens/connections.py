@@ -369,7 +369,7 @@ class ConnectionsScreen(Screen[None]):
                 problems += 1
         self._progress(None)
         if not problems:
-            self._say(f"All {len(names)} connections answered at Xero.")
+            self._say("Xero still lists the organisation of every connection.")
         self.reload()
 
     def action_checklist(self) -> None:
