@@ -533,6 +533,24 @@ async def test_cancel_with_open_connections_frees_port(make: Make) -> None:
     half.close()
 
 
+async def test_cancel_while_a_connection_is_being_accepted_frees_port(make: Make) -> None:
+    # asyncio accepts a connection in one loop turn and hands it over in the next; a cancel in
+    # between must not leave that accepted socket (and with it the port) open.
+    listener = await make()
+    loop = asyncio.get_running_loop()
+    browser = socket.create_connection(("127.0.0.1", listener.port))
+    try:
+        # Due before the next turn starts, so it runs in the same turn as the accept.
+        loop.call_later(0.0001, listener.cancel)
+        time.sleep(0.01)
+        with pytest.raises(ConsentCancelled):
+            await listener.wait()
+        await listener.close()
+        assert can_bind_without_reuse(listener.port)
+    finally:
+        browser.close()
+
+
 async def test_success_frees_port_without_reuseaddr(make: Make) -> None:
     listener = await make()
     for path in ("/", "/favicon.ico"):

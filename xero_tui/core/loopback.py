@@ -336,6 +336,7 @@ class CallbackListener:
         self.deadline = time.monotonic() + timeout
         self._sockets: list[socket.socket] = []
         self._servers: list[asyncio.Server] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._outcome: asyncio.Future[CallbackResult] | None = None
         self._held: asyncio.Future[bytes] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -357,7 +358,7 @@ class CallbackListener:
         if self._started:
             raise RuntimeError("a CallbackListener is started once")
         self._started = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             self._sockets.append(_bind(socket.AF_INET, "127.0.0.1", self.port))
             v6 = self._bind_v6()
@@ -517,10 +518,17 @@ class CallbackListener:
             self._timer = None
 
     def _stop_listening(self) -> None:
-        """Stop accepting: the listening sockets close now (their port stays ours until then)."""
+        """Stop accepting: the listening sockets close now (their port stays ours until then).
+
+        The asyncio Servers are deliberately not closed: Server.close() makes a connection that
+        asyncio has accepted but not yet handed over fail inside asyncio, which never closes its
+        socket, so the port stays taken. Removing the accept callback and closing the listening
+        sockets ourselves lets such a connection reach _on_connection, which resets it.
+        """
         self._listening = False
-        for server in self._servers:
-            server.close()
+        for sock in self._sockets:
+            if self._loop is not None and sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
         self._servers.clear()
         self._close_sockets()
 
