@@ -31,6 +31,7 @@ from tests.support.keyring_faults import (
 )
 from xero_tui.core.config import ConfigStore
 from xero_tui.core.errors import StorageError
+from xero_tui.core.locks import file_lock
 from xero_tui.core.models import Connection, Grant, Kind, TokenSet
 from xero_tui.core.paths import Paths
 from xero_tui.core.secrets import (
@@ -261,6 +262,20 @@ def test_file_store_round_trips_and_rereads_before_modify(paths: Paths) -> None:
     one.delete_client_secret("never-there")
     assert two.get_client_secret("c1") is None
     assert two.get_tokens("g1") == TokenSet(ACCESS, TOKENS.expires_at, REFRESH, TOKENS.scopes)
+
+
+def test_file_store_read_removes_a_killed_writers_temp_only_when_idle(paths: Paths) -> None:
+    # A writer killed inside atomic_write leaves a temp file that holds secrets; the next start
+    # may only read (a token that is still fresh), so reading must tidy it too.
+    store = FileStore(paths)
+    store.put_tokens("g1", TOKENS)
+    stale = paths.config_dir / ".secrets.toml.deadbeef.tmp"
+    stale.write_text(f'schema = 1\n[secrets]\n"grant:g1" = "{REFRESH}"\n')
+    with file_lock(paths.secrets_lock, 1):
+        assert store.get_tokens("g1") is not None
+        assert stale.exists()  # could be a live writer's
+    assert store.get_tokens("g1") is not None
+    assert not stale.exists()
 
 
 def test_file_store_tightens_a_loose_existing_file(paths: Paths) -> None:

@@ -26,7 +26,12 @@ from keyring.errors import PasswordDeleteError
 
 from xero_tui.core.config import toml_key, toml_string
 from xero_tui.core.errors import ConfigError, StorageError, clean_text
-from xero_tui.core.fsutil import atomic_write, ensure_private_dir, remove_stale_temps
+from xero_tui.core.fsutil import (
+    atomic_write,
+    ensure_private_dir,
+    remove_stale_temps,
+    stale_temps,
+)
 from xero_tui.core.locks import file_lock
 from xero_tui.core.models import TokenSet
 from xero_tui.core.paths import Paths
@@ -467,8 +472,20 @@ class FileStore(SecretStore):
             except ConfigError as exc:
                 raise StorageError(str(exc)) from None
 
+    def _clean_if_idle(self) -> None:
+        # A writer killed mid-write leaves a temp file holding secrets, and the next start may
+        # only read; removed only when no writer holds the lock (a live writer's temp is not stale).
+        if not stale_temps(self.path):
+            return
+        try:
+            with file_lock(self.paths.secrets_lock, 0):
+                remove_stale_temps(self.path)
+        except StorageError:
+            pass
+
     def get(self, key: str) -> str | None:
         # No lock: writers replace the file atomically.
+        self._clean_if_idle()
         return self._read().get(key)
 
     def set(self, key: str, value: str) -> None:
