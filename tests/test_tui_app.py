@@ -46,7 +46,8 @@ async def wait_for(
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; screen is {pilot.app.screen!r}")
+            shown = screen_text(pilot.app) if isinstance(pilot.app, XeroTuiApp) else ""
+            raise AssertionError(f"timed out on {pilot.app.screen!r}:\n{shown}")
         await pilot.pause(0.05)
 
 

@@ -202,3 +202,22 @@ def test_test_result(snap_compare: Callable[..., bool], size: tuple[int, int]) -
 def test_delete_confirm(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
     app = app_with(sample_connections())
     assert snap_compare(app, terminal_size=size, run_before=navigate("d"))
+
+
+def test_no_secret_in_snapshots_or_screenshots() -> None:
+    from pathlib import Path
+
+    from xero_tui.emulator import Emulator
+
+    root = Path(__file__).resolve().parent.parent
+    pictures = [
+        *(root / "tests" / "__snapshots__" / "test_tui_snapshots").glob("*.svg"),
+        *(root / "screenshots").glob("*.svg"),
+    ]
+    assert pictures
+    demo = Emulator()  # the demo apps are the same on every run (fixed seed)
+    secrets = [SECRET, demo.web_client.client_secret, demo.custom_client.client_secret]
+    for picture in pictures:
+        text = picture.read_text(encoding="utf-8")
+        for secret in secrets:
+            assert secret and secret not in text, picture.name
