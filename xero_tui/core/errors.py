@@ -12,7 +12,9 @@ EXIT_UNAVAILABLE = 4
 EXIT_STORAGE = 5
 EXIT_REFUSED = 6
 
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]"
+)
 
 
 def clean_text(text: str, limit: int = 500) -> str:
@@ -105,6 +107,10 @@ class ApiError(XeroTuiError):
         super().__init__(message)
         self.status = status
         self.detail = detail
+
+
+class TokenRejected(ApiError):
+    """401 for the access token itself: it may have outlived its grant."""
 
 
 class TenantNotConnected(ApiError):

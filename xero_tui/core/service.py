@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -31,6 +31,7 @@ from xero_tui.core.errors import (
     NotFound,
     StorageError,
     TenantNotConnected,
+    TokenRejected,
     UsageError,
     XeroTuiError,
 )
@@ -539,24 +540,44 @@ class Service:
             )
         return out
 
-    async def test(self, name: str) -> TestResult:
-        """Refresh if needed and read the organisation: the connection works end to end."""
+    async def _with_token(
+        self, name: str, call: Callable[[XeroClient, Connection, TokenSet], Awaitable[T]]
+    ) -> tuple[Connection, TokenSet, T]:
+        """Run one API call with a valid token; refresh once if Xero rejects a cached one."""
         conn, tokens = await self.access_token(name)
-        tenant = None if conn.kind is Kind.CUSTOM else conn.tenant_id
         async with self._client() as xero:
             try:
-                org = await xero.organisation(tokens.access_token, tenant)
-            except TenantNotConnected:
-                self._mark_one(conn.name, Status.NEEDS_RECONNECT)
-                raise
+                return conn, tokens, await call(xero, conn, tokens)
+            except TokenRejected:
+                # A cached access token can outlive its grant (the app was removed at Xero):
+                # a refresh then either renews it or says the connection needs reconnecting.
+                conn, tokens = await self.access_token(name, force=True)
+                return conn, tokens, await call(xero, conn, tokens)
+
+    async def test(self, name: str) -> TestResult:
+        """Refresh if needed and read the organisation: the connection works end to end."""
+
+        async def organisation(
+            xero: XeroClient, conn: Connection, tokens: TokenSet
+        ) -> Organisation:
+            tenant = None if conn.kind is Kind.CUSTOM else conn.tenant_id
+            return await xero.organisation(tokens.access_token, tenant)
+
+        try:
+            conn, tokens, org = await self._with_token(name, organisation)
+        except TenantNotConnected:
+            self._mark_one(name, Status.NEEDS_RECONNECT)
+            raise
         return TestResult(conn, org, tokens.expires_at)
 
     async def still_connected(self, name: str) -> bool:
         """Whether Xero still lists this connection's organisation for its grant."""
-        conn, tokens = await self.access_token(name)
-        async with self._client() as xero:
-            tenants = await xero.connections(tokens.access_token)
-        return any(t.tenant_id == conn.tenant_id for t in tenants)
+
+        async def tenants(xero: XeroClient, conn: Connection, tokens: TokenSet) -> list[Tenant]:
+            return await xero.connections(tokens.access_token)
+
+        conn, _, listed = await self._with_token(name, tenants)
+        return any(t.tenant_id == conn.tenant_id for t in listed)
 
     def _mark_one(self, name: str, status: Status) -> None:
         def change(config: Config) -> None:

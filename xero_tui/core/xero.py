@@ -17,6 +17,7 @@ from xero_tui.core.errors import (
     NeedsReconnect,
     OAuthError,
     TenantNotConnected,
+    TokenRejected,
     UsageError,
     clean_text,
 )
@@ -78,10 +79,14 @@ def oauth_error(error: str, description: str | None, context: str) -> OAuthError
     error = clean_text(error, 80)
     description = clean_text(description) if description else None
     if error == "invalid_grant":
-        return NeedsReconnect(_INVALID_GRANT.get(context, _INVALID_GRANT["refresh"]), error, description)
+        return NeedsReconnect(
+            _INVALID_GRANT.get(context, _INVALID_GRANT["refresh"]), error, description
+        )
     message = _GENERIC.get(error)
     if message is None:
-        message = f"Xero refused the request: {error}" + (f" ({description})." if description else ".")
+        message = f"Xero refused the request: {error}" + (
+            f" ({description})." if description else "."
+        )
     return OAuthError(message, error, description)
 
 
@@ -232,7 +237,7 @@ class XeroClient:
                     status,
                     detail,
                 )
-            return ApiError(
+            return TokenRejected(
                 "Xero did not accept the access token" + (f" ({detail})" if detail else "") + ".",
                 status,
                 detail,
@@ -240,7 +245,9 @@ class XeroClient:
         text = f" ({detail})" if detail else ""
         return ApiError(f"Xero answered {status}{text}.", status, detail)
 
-    async def connections(self, access_token: str, auth_event_id: str | None = None) -> list[Tenant]:
+    async def connections(
+        self, access_token: str, auth_event_id: str | None = None
+    ) -> list[Tenant]:
         params = {"authEventId": auth_event_id} if auth_event_id else None
         response = await send(
             self._http,
