@@ -19,6 +19,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,6 +57,14 @@ def require_module(module: str, hint: str) -> None:
     """Like `require`, for a Python package (from the `test` extra)."""
     if importlib.util.find_spec(module) is None:
         _missing(f"the Python package {module} is not installed: {hint}")
+
+
+def console_script() -> Path:
+    """The installed `xero-tui` entry point beside this interpreter (what users run)."""
+    script = Path(sys.executable).parent / "xero-tui"
+    if not script.exists():
+        _missing(f"{script} is not installed: pip install -e '.[test]'")
+    return script
 
 
 # ---------------------------------------------------------------------------------------------

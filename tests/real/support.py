@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,123 @@ def secret_tool_lookup(env: dict[str, str], username: str) -> subprocess.Complet
         env=env,
         timeout=30,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A real terminal: a private tmux server
+
+
+_TMUX_CONF = """\
+set -g default-terminal "xterm-256color"
+set -g status off
+set -g remain-on-exit on
+set -g set-clipboard on
+set -s escape-time 0
+"""
+
+
+class Tmux:
+    """One program in a private tmux server, driven only by keys and read only from the screen.
+
+    `status off` gives the program the whole size; `set-clipboard on` turns what it copies with
+    OSC 52 into a tmux buffer, so a test reads the clipboard as a terminal would fill it.
+    """
+
+    def __init__(self, root: Path, width: int, height: int, env: dict[str, str]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.socket = root / "tmux.sock"
+        self.conf = root / "tmux.conf"
+        self.conf.write_text(_TMUX_CONF)
+        self.width, self.height, self.env = width, height, env
+        self.target = "app"
+
+    def _tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-S", str(self.socket), "-f", str(self.conf), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=30,
+            check=check,
+        )
+
+    def start(self, argv: list[str]) -> None:
+        self._tmux(
+            "new-session",
+            "-d",
+            "-s",
+            self.target,
+            "-x",
+            str(self.width),
+            "-y",
+            str(self.height),
+            "--",
+            "sh",
+            "-c",
+            '"$@"; echo "[exit status $?]"',
+            "sh",
+            *argv,
+        )
+
+    def size(self) -> tuple[int, int]:
+        out = self.display("#{pane_width} #{pane_height}").split()
+        return int(out[0]), int(out[1])
+
+    def display(self, fmt: str) -> str:
+        return self._tmux("display-message", "-p", "-t", self.target, fmt).stdout.strip()
+
+    def keys(self, *keys: str) -> None:
+        """Named keys (Enter, Escape, C-g, Tab, Space...), one at a time as a person types."""
+        for key in keys:
+            self._tmux("send-keys", "-t", self.target, key)
+            time.sleep(0.05)
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", self.target, "-l", text)
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", self.target).stdout
+
+    def clipboard(self) -> str:
+        return self._tmux("show-buffer").stdout
+
+    def wait_for(self, *needles: str, timeout: float = 20.0) -> str:
+        """The screen once it shows every needle; fails with the screen as it last was."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if all(n in text for n in needles):
+                return text
+            if time.monotonic() > deadline:
+                missing = [n for n in needles if n not in text]
+                raise AssertionError(f"{missing} not on the screen after {timeout} s:\n{text}")
+            time.sleep(0.1)
+
+    def wait_gone(self, needle: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if needle not in text:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} still on the screen after {timeout} s:\n{text}")
+            time.sleep(0.1)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        """The program's exit status, as the wrapper shell printed it after the program ended.
+
+        tmux's own #{pane_dead_status} is sometimes still empty when the pane is dead, so the
+        shell says it; the line may have scrolled into the history, which is searched too.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = self._tmux("capture-pane", "-p", "-t", self.target, "-S", "-200").stdout
+            found = re.search(r"\[exit status (\d+)\]", shown)
+            if found:
+                return int(found.group(1))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still running after {timeout} s:\n{shown}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._tmux("kill-server", check=False)
