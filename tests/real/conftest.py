@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.real.support import Tmux
 from tests.support.cli import cli_env
 
 SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
@@ -292,3 +293,13 @@ def real_keyring_env(secret_service: SecretServiceEnv, monkeypatch: pytest.Monke
     monkeypatch.delenv("XERO_TUI_TEST_KEYRING", raising=False)
     for name, value in secret_service.env.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[Tmux]]:
+    """The tmux servers a test starts (append them); each is killed when the test ends."""
+    require("tmux", "tmux")
+    started: list[Tmux] = []
+    yield started
+    for tmux in started:
+        tmux.close()

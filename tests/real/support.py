@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import socket
@@ -149,6 +150,29 @@ set -g remain-on-exit on
 set -g set-clipboard on
 set -s escape-time 0
 """
+
+
+def terminal_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A plain login environment: no display, no SSH, nothing of the test runner's terminal."""
+    home = tmp_path / "home"
+    tmp = tmp_path / "tmp"
+    for path in (home, tmp):
+        path.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TERM": "xterm-256color",
+        "TMPDIR": str(tmp),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XERO_TUI_CONFIG_DIR": os.environ["XERO_TUI_CONFIG_DIR"],
+        # Demo mode keeps secrets in a file; should anything reach for a keyring, it is the test's.
+        "PYTHON_KEYRING_BACKEND": os.environ["PYTHON_KEYRING_BACKEND"],
+        "XERO_TUI_TEST_KEYRING": os.environ["XERO_TUI_TEST_KEYRING"],
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(extra)
+    return env
 
 
 class Tmux:

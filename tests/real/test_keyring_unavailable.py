@@ -188,22 +188,23 @@ def test_no_secret_service_with_the_opt_in_uses_the_0600_file(
     assert organisation(emulator, token.out.strip(), conn["tenant_id"]).status_code == 200
     refreshed = run_cli("--insecure-storage", "token", "acme", "--force-refresh", env=env)
     assert refreshed.code == 0, refreshed.err
-    assert emulator.current_refresh_token(emulator.web_client.client_id) in (
-        secrets_file.read_text()
-    )
+    current = emulator.current_refresh_token(emulator.web_client.client_id)
+    assert current and current in secrets_file.read_text()
 
     status = run_cli("--insecure-storage", "status", "--json", env=env)
     assert status.code == 0, status.err
     assert f"plain file {secrets_file}" in status.err
     assert json.loads(status.out)[0]["storage"] == f"plain file {secrets_file}"
     # The config holds none of it.
+    secret = emulator.web_client.client_secret
+    assert secret
     config_text = (isolated_env / "config.toml").read_text()
-    assert emulator.web_client.client_secret not in config_text
+    assert secret not in config_text
     assert "refresh_token" not in config_text
 
     removed = run_cli("--insecure-storage", "remove", "acme", env=env)
     assert removed.code == 0, removed.err
     left = secrets_file.read_text()
     assert f"grant:{conn['grant']}" not in left
-    assert emulator.web_client.client_secret not in left
+    assert secret not in left
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600

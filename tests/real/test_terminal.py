@@ -8,16 +8,13 @@ the sign-in then finishes through that field.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.real.conftest import console_script, require
-from tests.real.support import Tmux
-from tests.support.cli import ROOT
+from tests.real.conftest import console_script
+from tests.real.support import Tmux, terminal_env
 from xero_tui.demo import DEMO_TENANTS
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
@@ -27,38 +24,6 @@ pytestmark = pytest.mark.real
 SSH_CONNECTION = "198.51.100.4 50022 203.0.113.7 22"
 # The demo's emulator is seeded, so its organisations are known before it starts.
 FIRST_ORG = Emulator(tenants=DEMO_TENANTS).tenants[0].name
-
-
-def terminal_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A plain login environment: no display, no SSH, nothing of the test runner's terminal."""
-    home = tmp_path / "home"
-    tmp = tmp_path / "tmp"
-    for path in (home, tmp):
-        path.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "TERM": "xterm-256color",
-        "TMPDIR": str(tmp),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XERO_TUI_CONFIG_DIR": os.environ["XERO_TUI_CONFIG_DIR"],
-        # Demo mode keeps secrets in a file; should anything reach for a keyring, it is the test's.
-        "PYTHON_KEYRING_BACKEND": os.environ["PYTHON_KEYRING_BACKEND"],
-        "XERO_TUI_TEST_KEYRING": os.environ["XERO_TUI_TEST_KEYRING"],
-        "PYTHONPATH": str(ROOT),
-    }
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[list[Tmux]]:
-    require("tmux", "tmux")
-    started: list[Tmux] = []
-    yield started
-    for tmux in started:
-        tmux.close()
 
 
 def open_demo(terminal: list[Tmux], tmp_path: Path, width: int, height: int, **env: str) -> Tmux:
