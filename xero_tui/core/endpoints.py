@@ -58,7 +58,11 @@ class Endpoints:
 
     @property
     def overridden(self) -> bool:
-        return (self.login_url, self.identity_url, self.api_url) != (LOGIN_URL, IDENTITY_URL, API_URL)
+        return (self.login_url, self.identity_url, self.api_url) != (
+            LOGIN_URL,
+            IDENTITY_URL,
+            API_URL,
+        )
 
     def override_notice(self) -> str | None:
         """The line every command prints (and every screen shows) when Xero's URLs are not in use."""

@@ -66,7 +66,6 @@ def build_auth_request(
     return AuthRequest(client_id, redirect_uri, scopes, state, verifier, url)
 
 
-
 def decode_claims(token: str) -> dict[str, Any]:
     """The payload of a JWT, unverified: used only to learn `authentication_event_id`, never trusted."""
     parts = token.split(".")
