@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import filelock
-
 from xero_tui.core.errors import ConfigError, StorageError
 from xero_tui.core.fsutil import PRIVATE_FILE, ensure_private_dir
 
@@ -23,6 +21,9 @@ def file_lock(path: Path, timeout: float) -> Iterator[None]:
         ensure_private_dir(path.parent)
     except ConfigError as exc:
         raise StorageError(str(exc)) from None
+    # Imported here: filelock takes ~20 ms to import and only writers take this lock.
+    import filelock
+
     lock = filelock.FileLock(path, timeout=timeout, mode=PRIVATE_FILE)
     try:
         lock.acquire()

@@ -4,25 +4,23 @@ Keys are `client-secret:<client_id>` and `grant:<grant_id>` under the service `x
 Every keyring call runs in a daemon thread with a timeout, because a locked keyring can block
 forever and must neither freeze the UI nor keep the process from exiting. Every write is read
 back, because some backends accept a value and drop it. No message ever contains a secret.
+
+`keyring` is imported on first use, not here: importing it takes about as long as the whole
+`token` command otherwise does (jaraco's helpers pull in urllib, http and email), and neither
+the TUI's first screen nor `list` touches a secret.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import secrets as _random
 import threading
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import keyring
-from keyring.backend import KeyringBackend
-from keyring.backends import chainer, fail, null
-from keyring.errors import PasswordDeleteError
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from xero_tui.core.config import toml_key, toml_string
 from xero_tui.core.errors import ConfigError, StorageError, clean_text
@@ -35,6 +33,10 @@ from xero_tui.core.fsutil import (
 from xero_tui.core.locks import file_lock
 from xero_tui.core.models import TokenSet
 from xero_tui.core.paths import Paths
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
+    from keyring.backends.chainer import ChainerBackend
 
 SERVICE = "xero-tui"
 DEFAULT_TIMEOUT = 5.0
@@ -209,6 +211,8 @@ def run_with_timeout(fn: Callable[[], T], timeout: float, name: str = "xero-tui 
 
 def backend_label(backend: KeyringBackend) -> str:
     """A short name for a backend: `SecretService`, `kwallet`, `macOS`, or the class name."""
+    from keyring.backends import chainer
+
     if isinstance(backend, chainer.ChainerBackend):
         inner = [backend_label(b) for b in _chained(backend)]
         return " + ".join(inner) if inner else "no backend"
@@ -218,7 +222,7 @@ def backend_label(backend: KeyringBackend) -> str:
     return cls.__name__
 
 
-def _chained(backend: chainer.ChainerBackend) -> list[KeyringBackend]:
+def _chained(backend: ChainerBackend) -> list[KeyringBackend]:
     try:
         return list(backend.backends)
     except Exception:
@@ -235,6 +239,8 @@ def _priority(backend: KeyringBackend) -> float:
 
 def unusable_reason(backend: KeyringBackend) -> str | None:
     """Why this backend cannot keep secrets, or None when it looks usable."""
+    from keyring.backends import chainer, fail, null
+
     label = backend_label(backend)
     if isinstance(backend, fail.Keyring):
         return "No keyring backend is available"
@@ -270,6 +276,8 @@ class KeyringStore(SecretStore):
     def _resolve(self) -> KeyringBackend:
         # Runs in the worker thread: finding the default backend can itself talk to D-Bus.
         if self._backend is None:
+            import keyring
+
             self._backend = keyring.get_keyring()
             self._label = backend_label(self._backend)
         return self._backend
@@ -322,6 +330,8 @@ class KeyringStore(SecretStore):
 
     def delete(self, key: str) -> None:
         def remove(backend: KeyringBackend) -> None:
+            from keyring.errors import PasswordDeleteError
+
             with contextlib.suppress(PasswordDeleteError):  # already gone
                 backend.delete_password(self.service, key)
 
@@ -346,6 +356,10 @@ def probe_keyring(
     seen = {"label": backend_label(backend) if backend is not None else "default backend"}
 
     def work() -> ProbeResult:
+        import secrets as _random
+
+        import keyring
+
         chosen = backend if backend is not None else keyring.get_keyring()
         label = seen["label"] = backend_label(chosen)
         problem = unusable_reason(chosen)

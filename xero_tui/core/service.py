@@ -6,24 +6,13 @@ file locks, config writes) runs in threads with timeouts of their own.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from filelock import FileLock, Timeout
-
-from xero_tui.core.browser import (
-    LAUNCH_FAILED,
-    LaunchPlan,
-    is_ssh,
-    launch,
-    plan_launch,
-    ssh_tunnel_command,
-)
 from xero_tui.core.config import Config, ConfigStore
 from xero_tui.core.endpoints import Endpoints
 from xero_tui.core.errors import (
@@ -36,7 +25,6 @@ from xero_tui.core.errors import (
     XeroTuiError,
 )
 from xero_tui.core.fsutil import ensure_private_dir
-from xero_tui.core.loopback import CallbackListener, CallbackResult
 from xero_tui.core.models import (
     REFRESH_TOKEN_LIFETIME_DAYS,
     REFRESH_TOKEN_WARN_DAYS,
@@ -48,15 +36,28 @@ from xero_tui.core.models import (
     Tenant,
     TokenSet,
 )
-from xero_tui.core.oauth import AuthRequest, build_auth_request, decode_claims
 from xero_tui.core.paths import Paths
 from xero_tui.core.secrets import ProbeResult, SecretStore, open_store, probe_keyring
 
+# Consent, refresh and HTTP modules are imported where they are used: a cached `token` needs
+# none of them, nor asyncio, and importing them would double that command's time.
 if TYPE_CHECKING:
+    from filelock import FileLock
+
+    from xero_tui.core.browser import LaunchPlan
+    from xero_tui.core.loopback import CallbackListener, CallbackResult
+    from xero_tui.core.oauth import AuthRequest
     from xero_tui.core.xero import XeroClient
 
 T = TypeVar("T")
 GRANT_LOCK_TIMEOUT = 60.0
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread`, with asyncio imported by the first caller rather than at start-up."""
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
 
 
 def now_utc() -> datetime:
@@ -149,6 +150,8 @@ class ConsentAttempt:
     def browser_note(self) -> str:
         """Whether a browser was opened, and if not, why not."""
         if self.launch_tried and not self.launched:
+            from xero_tui.core.browser import LAUNCH_FAILED
+
             return LAUNCH_FAILED
         if self.plan.launch and not self.launch_tried:
             return "Not opening a browser, as asked."
@@ -171,6 +174,8 @@ class ConsentAttempt:
 
 
 def _auth_event_id(tokens: TokenSet) -> str | None:
+    from xero_tui.core.oauth import decode_claims
+
     value = decode_claims(tokens.access_token).get("authentication_event_id")
     return value if isinstance(value, str) and value else None
 
@@ -214,7 +219,7 @@ class Service:
         """Check that secrets can be kept before a consent is spent on it."""
         if self.uses_file_storage():
             return ProbeResult(True, self.secrets.description, "Secrets go to a plain file.")
-        return await asyncio.to_thread(probe_keyring)
+        return await _in_thread(probe_keyring)
 
     def use_file_storage(self) -> None:
         """The user's opt-in to the plain-file store, remembered in the config."""
@@ -259,6 +264,10 @@ class Service:
         """Bind the listener, build the URL and (where it makes sense) open the browser."""
         if not draft.kind.uses_browser:
             raise UsageError("A custom connection signs in with its secret; no browser is needed.")
+        from xero_tui.core.browser import is_ssh, launch, plan_launch, ssh_tunnel_command
+        from xero_tui.core.loopback import CallbackListener
+        from xero_tui.core.oauth import build_auth_request
+
         request = build_auth_request(
             self.endpoints, draft.client_id, draft.redirect_uri, draft.scopes, pkce=draft.pkce
         )
@@ -429,6 +438,19 @@ class Service:
         tokens = await self._refresh_if_needed(conn, grant, force)
         return conn, tokens
 
+    def cached_token(self, name: str) -> tuple[Connection, TokenSet] | None:
+        """The stored access token while it is fresh, read without an event loop; else None.
+
+        `token` asks this first: the common case then costs one config read and one keyring
+        read. None means `access_token` has to decide (refresh, or report what is wrong).
+        """
+        config = self.load()
+        conn = self.connection(name, config)
+        if conn.grant_id not in config.grants:
+            return None
+        tokens = self._stored_tokens(conn)
+        return (conn, tokens) if tokens.is_fresh() else None
+
     def _stored_tokens(self, conn: Connection) -> TokenSet:
         tokens = self.secrets.get_tokens(conn.grant_id)
         if tokens is None:
@@ -439,19 +461,21 @@ class Service:
         return tokens
 
     async def _refresh_if_needed(self, conn: Connection, grant: Grant, force: bool) -> TokenSet:
-        seen = await asyncio.to_thread(self._stored_tokens, conn)
+        seen = await _in_thread(self._stored_tokens, conn)
         if not force and seen.is_fresh():
             return seen
+        from filelock import Timeout
+
         lock = self._grant_lock(grant.grant_id)
         try:
-            await asyncio.to_thread(lock.acquire)
+            await _in_thread(lock.acquire)
         except Timeout:
             raise StorageError(
                 f"Another xero-tui process has been refreshing {conn.name!r} for over "
                 f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.lock_file}); try again."
             ) from None
         try:
-            current = await asyncio.to_thread(self._stored_tokens, conn)
+            current = await _in_thread(self._stored_tokens, conn)
             # Another process refreshed while we waited: its token is as good as ours would be.
             rotated = current.access_token != seen.access_token
             if current.is_fresh() and (rotated or not force):
@@ -461,13 +485,15 @@ class Service:
             except NeedsReconnect:
                 self._mark(grant.grant_id, Status.NEEDS_RECONNECT)
                 raise
-            await asyncio.to_thread(self.secrets.put_tokens, grant.grant_id, fresh)
+            await _in_thread(self.secrets.put_tokens, grant.grant_id, fresh)
         finally:
             lock.release()
         self._mark(grant.grant_id, Status.OK, refreshed=now_utc())
         return fresh
 
     def _grant_lock(self, grant_id: str) -> FileLock:
+        from filelock import FileLock
+
         path = self.paths.grant_lock(grant_id)
         ensure_private_dir(path.parent)
         # Not thread-local: it is acquired in a worker thread and released on the event loop.
@@ -476,7 +502,7 @@ class Service:
     async def _refresh(self, conn: Connection, grant: Grant, current: TokenSet) -> TokenSet:
         secret: str | None = None
         if grant.kind.has_secret:
-            secret = await asyncio.to_thread(self.secrets.get_client_secret, grant.client_id)
+            secret = await _in_thread(self.secrets.get_client_secret, grant.client_id)
             if secret is None:
                 raise StorageError(
                     f"The client secret for {conn.name!r} is missing from "
@@ -520,10 +546,14 @@ class Service:
         secrets = self.secrets
         out = []
         now = time.time()
+        # One keyring read per grant, not per connection: a consent often covers many.
+        stored: dict[str, TokenSet | None] = {}
         for name in wanted:
             conn = self.connection(name, config)
             grant = config.grants.get(conn.grant_id)
-            tokens = secrets.get_tokens(conn.grant_id)
+            if conn.grant_id not in stored:
+                stored[conn.grant_id] = secrets.get_tokens(conn.grant_id)
+            tokens = stored[conn.grant_id]
             refreshed = conn.last_refreshed or (grant.last_refreshed if grant else None)
             refreshed = refreshed or conn.created
             age = None
@@ -615,10 +645,10 @@ class Service:
 
         self.store.update(change)
         for grant_id in orphans:
-            await asyncio.to_thread(self.secrets.delete_tokens, grant_id)
+            await _in_thread(self.secrets.delete_tokens, grant_id)
         remaining = self.load()
         if not any(c.client_id == conn.client_id for c in remaining.connections.values()):
-            await asyncio.to_thread(self.secrets.delete_client_secret, conn.client_id)
+            await _in_thread(self.secrets.delete_client_secret, conn.client_id)
         summary = f"Removed {name!r}"
         return summary + (": " + "; ".join(done) + "." if done else ".")
 
@@ -638,7 +668,7 @@ class Service:
             if revoke and tokens.refresh_token:
                 secret = None
                 if conn.kind.has_secret:
-                    secret = await asyncio.to_thread(self.secrets.get_client_secret, conn.client_id)
+                    secret = await _in_thread(self.secrets.get_client_secret, conn.client_id)
                 await xero.revoke(conn.client_id, secret, tokens.refresh_token)
                 done.append("revoked the grant")
         return done
