@@ -313,7 +313,10 @@ async def new_connection(
     screen = form(app)
     await pilot.press(*name)
     fill(
-        screen, client_id=emu.web_client.client_id, client_secret=emu.web_client.client_secret or ""
+        screen,
+        client_id=emu.web_client.client_id,
+        client_secret=emu.web_client.client_secret or "",
+        redirect_uri=free_redirect_uri(emu, emu.web_client),
     )
     await pilot.press("ctrl+g")
     await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen), timeout=30)
