@@ -139,8 +139,18 @@ class SecretStore(ABC):
         if self.get(key) != value:
             raise self._not_kept(key)
 
+    def get_many(self, keys: list[str]) -> dict[str, str | None]:
+        """Several values at once; stores that pay per call override this."""
+        return {key: self.get(key) for key in keys}
+
     def get_tokens(self, grant_id: str) -> TokenSet | None:
-        value = self.get(grant_key(grant_id))
+        return self._tokens(grant_id, self.get(grant_key(grant_id)))
+
+    def get_many_tokens(self, grant_ids: list[str]) -> dict[str, TokenSet | None]:
+        values = self.get_many([grant_key(g) for g in grant_ids])
+        return {g: self._tokens(g, values[grant_key(g)]) for g in grant_ids}
+
+    def _tokens(self, grant_id: str, value: str | None) -> TokenSet | None:
         if value is None:
             return None
         try:
@@ -321,6 +331,14 @@ class KeyringStore(SecretStore):
             return backend.get_password(self.service, key)
 
         return self._call("read", key, read, [])
+
+    def get_many(self, keys: list[str]) -> dict[str, str | None]:
+        # One worker thread for all of them: a thread hand-off per key costs more than the read
+        # while the TUI keeps the interpreter busy.
+        def read_all(backend: KeyringBackend) -> dict[str, str | None]:
+            return {key: backend.get_password(self.service, key) for key in keys}
+
+        return self._call("read", f"{len(keys)} keys", read_all, [])
 
     def set(self, key: str, value: str) -> None:
         def write(backend: KeyringBackend) -> None:

@@ -540,20 +540,28 @@ class Service:
 
     # Health, test, removal -----------------------------------------------------------------------
 
-    def health(self, names: Iterable[str] | None = None) -> list[Health]:
+    def health(
+        self, names: Iterable[str] | None = None, *, read_secrets: bool = True
+    ) -> list[Health]:
+        """Each connection's health; without `read_secrets`, from the config alone (no keyring
+        call), so a missing secret does not show yet."""
         config = self.load()
         wanted = list(names) if names is not None else sorted(config.connections)
-        secrets = self.secrets
         out = []
         now = time.time()
-        # One keyring read per grant, not per connection: a consent often covers many.
-        stored: dict[str, TokenSet | None] = {}
-        for name in wanted:
-            conn = self.connection(name, config)
+        conns = [self.connection(name, config) for name in wanted]
+        grant_ids = list(dict.fromkeys(c.grant_id for c in conns))
+        if read_secrets:
+            storage = self.secrets.description
+            # One read per grant, not per connection (a consent often covers many), in one call.
+            stored = self.secrets.get_many_tokens(grant_ids)
+        else:
+            file = self.insecure_storage or config.secret_storage == "file"
+            storage = f"plain file {self.paths.secrets_file}" if file else "keyring"
+            stored = {}
+        for conn in conns:
             grant = config.grants.get(conn.grant_id)
-            if conn.grant_id not in stored:
-                stored[conn.grant_id] = secrets.get_tokens(conn.grant_id)
-            tokens = stored[conn.grant_id]
+            tokens = stored.get(conn.grant_id)
             refreshed = conn.last_refreshed or (grant.last_refreshed if grant else None)
             refreshed = refreshed or conn.created
             age = None
@@ -562,10 +570,10 @@ class Service:
             out.append(
                 Health(
                     connection=conn,
-                    storage=secrets.description,
+                    storage=storage,
                     access_expires_at=tokens.expires_at if tokens else None,
                     refresh_age_days=age,
-                    secret_missing=tokens is None,
+                    secret_missing=read_secrets and tokens is None,
                 )
             )
         return out

@@ -90,6 +90,10 @@ class ConnectionsScreen(Screen[None]):
     def reload(self) -> None:
         """Read the config and each connection's stored tokens (keyring calls: off the loop)."""
         try:
+            # The config alone fills the table at once; the keyring may take a while to answer.
+            listed = self.service.health(read_secrets=False)
+            if listed:
+                self.app.call_from_thread(self._show, listed, listed[0].storage)
             health = self.service.health()
             storage = self.service.secrets.description
         except XeroTuiError as exc:
