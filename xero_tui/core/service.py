@@ -6,6 +6,7 @@ file locks, config writes) runs in threads with timeouts of their own.
 
 from __future__ import annotations
 
+import importlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -273,6 +274,9 @@ class Service:
         )
         listener = CallbackListener(draft.redirect_uri, request.state, timeout=timeout)
         await listener.start()
+        # The code exchange needs the HTTP client: import it (httpx takes ~100 ms) while the user
+        # is still in the browser rather than after Xero answers.
+        importlib.import_module("xero_tui.core.xero")
         plan = plan_launch(request.url, env)
         ssh = ssh_tunnel_command(listener.port, env) if is_ssh(env) else None
         attempt = ConsentAttempt(request, listener, plan, ssh)
@@ -307,10 +311,17 @@ class Service:
 
     async def _outcome(self, xero: XeroClient, tokens: TokenSet) -> ConsentOutcome:
         event = _auth_event_id(tokens)
-        tenants = await xero.connections(tokens.access_token)
         new_ids: frozenset[str] = frozenset()
-        if event:
-            granted = await xero.connections(tokens.access_token, event)
+        if not event:
+            tenants = await xero.connections(tokens.access_token)
+        else:
+            import asyncio
+
+            # Both lists at once: one round trip, not two, between the callback and the picker.
+            tenants, granted = await asyncio.gather(
+                xero.connections(tokens.access_token),
+                xero.connections(tokens.access_token, event),
+            )
             new_ids = frozenset(t.tenant_id for t in granted)
             known = {t.tenant_id for t in tenants}
             tenants += [t for t in granted if t.tenant_id not in known]
