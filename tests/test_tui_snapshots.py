@@ -94,7 +94,9 @@ class FixedService(Service):
     def client_secret_for(self, client_id: str) -> str | None:
         return SECRET
 
-    def health(self, names: Iterable[str] | None = None) -> list[Health]:
+    def health(
+        self, names: Iterable[str] | None = None, *, read_secrets: bool = True
+    ) -> list[Health]:
         ages = {"Reports": 55.2}
         return [
             Health(
