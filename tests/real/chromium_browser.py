@@ -60,9 +60,19 @@ def run(url: str, record_path: Path) -> dict[str, Any]:
     dialogs: list[str] = []
     console: list[str] = []
 
-    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="xero-tui-chromium-") as d:
+    # A short temp root: Chromium's singleton socket lives under TMPDIR and a Unix socket path
+    # may not exceed about 100 bytes, which a test's deep TMPDIR can.
+    with (
+        sync_playwright() as pw,
+        tempfile.TemporaryDirectory(prefix="xt-chromium-", dir="/tmp") as root,
+    ):
+        profile = Path(root) / "profile"
         context = pw.chromium.launch_persistent_context(
-            d, executable_path=CHROMIUM, headless=True, args=FLAGS
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            env={**os.environ, "TMPDIR": root},
         )
         try:
             by_request: dict[int, dict[str, Any]] = {}

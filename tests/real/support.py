@@ -14,10 +14,12 @@ import time
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from tests.support.cli import ROOT, Connecting, Result
+from xero_tui.core.models import DEFAULT_REDIRECT_URI
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
 
@@ -150,6 +152,29 @@ set -g remain-on-exit on
 set -g set-clipboard on
 set -s escape-time 0
 """
+
+
+# The app's default redirect port: the demo and a new connection in the app listen on it.
+APP_PORT = urlsplit(DEFAULT_REDIRECT_URI).port or 80
+
+
+def wait_port_free(port: int, timeout: float = 30.0) -> None:
+    """Wait until `port` can be bound on loopback: the app's fixed redirect port must be free.
+
+    Another program on it (a demo left running, say) would make the app say "port in use";
+    name that plainly instead of failing later on the screen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"port {port} stayed in use by another program for {timeout} s")
+        time.sleep(0.2)
 
 
 def terminal_env(tmp_path: Path, **extra: str) -> dict[str, str]:

