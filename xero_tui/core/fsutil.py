@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
     if path.is_symlink():
         path = path.resolve()
     directory = path.parent
-    temp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    temp = directory / f".{path.name}.{os.urandom(8).hex()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
