@@ -472,3 +472,21 @@ def test_emulator_arguments_are_checked(args: list[str]) -> None:
     result = run_cli("emulator", *args)
     assert result.code == 2
     assert "Traceback" not in result.err
+
+
+def test_cancel_and_timeout_messages_name_no_tui_button(emulator: Emulator) -> None:
+    """The listener's sentences are shared with the TUI; the CLI has no Generate to press."""
+    client = emulator.web_client
+    redirect = redirect_for(emulator, client.client_id)
+    env = cli_env(XERO_CLIENT_SECRET=client.client_secret or "")
+    args = ("--client-id", client.client_id, "--redirect-uri", redirect, "--no-browser")
+    proc = Connecting("acme", *args, env=env)
+    answer_consent(proc.url(), allow=False, follow_redirect=True)
+    cancelled = proc.finish()
+    assert cancelled.code == 6
+    assert "You cancelled in Xero, so no connection was made." in cancelled.err
+    timed_out = run_cli("connect", "acme", *args, "--timeout", "0.5", env=env)
+    assert timed_out.code == 6
+    assert "Timed out after 0.5 seconds" in timed_out.err
+    for result in (cancelled, timed_out):
+        assert "Generate" not in result.err

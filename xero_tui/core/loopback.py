@@ -73,9 +73,8 @@ _REASONS = {
 }
 
 CONNECTED_TEXT = "Connected to Xero. You can close this tab and return to the terminal."
-ACCESS_DENIED_TEXT = (
-    "You cancelled in Xero, so no connection was made. Press Generate to try again."
-)
+# Shared by the CLI and the TUI, so it names no key or button: each adds its own way to retry.
+ACCESS_DENIED_TEXT = "You cancelled in Xero, so no connection was made."
 
 
 @dataclass(frozen=True)
@@ -504,7 +503,7 @@ class CallbackListener:
         self._fail(
             ConsentTimeout(
                 f"Timed out after {_duration(self.timeout)} without an answer from Xero; port "
-                f"{self.port} is free again. Press Generate to try again."
+                f"{self.port} is free again."
             )
         )
         self._stop_listening()
