@@ -7,10 +7,13 @@ process (e.g. `tests.support.keyring_faults.HangingKeyring`).
 from __future__ import annotations
 
 import threading
+import time
 
 from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail, null
 from keyring.errors import KeyringLocked, PasswordDeleteError
+
+from tests.support.keyring_backend import FileKeyring
 
 
 class MemoryKeyring(KeyringBackend):
@@ -98,3 +101,33 @@ class EmptyChainer(chainer.ChainerBackend):
     """A chainer whose only members are the null and fail backends."""
 
     backends = [null.Keyring(), fail.Keyring()]  # type: ignore[assignment]
+
+
+# Backends that read what the test keyring holds but fail to write, as a keyring that locks
+# between the read and the write of a refresh does: Xero has rotated the token by then.
+# Named in PYTHON_KEYRING_BACKEND for a child process; the test keyring file is the one given
+# by XERO_TUI_TEST_KEYRING.
+
+
+class HangingWritesKeyring(FileKeyring):
+    """Reads work; every write or delete blocks for 30 s (an unlock prompt nobody answers)."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        time.sleep(30)
+
+    def delete_password(self, service: str, username: str) -> None:
+        time.sleep(30)
+
+
+class RaisingWritesKeyring(FileKeyring):
+    """Reads work; every write fails, repeating the value in its error as careless ones do."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise KeyringLocked(f"collection is locked, cannot store {username}={password}")
+
+
+class DroppingWritesKeyring(FileKeyring):
+    """Reads work; writes are accepted and dropped."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        return None

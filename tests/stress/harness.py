@@ -1,0 +1,150 @@
+"""Set-up and inspection helpers shared by the stress scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Literal
+
+from tests.stress.registry import output
+from tests.support.cli import ROOT, Connecting, Result, cli_env
+from xero_tui.core.models import Connection, Kind, TokenSet, default_scopes
+from xero_tui.core.service import ConnectionDraft, Service
+from xero_tui.emulator import Emulator
+from xero_tui.emulator import model as emulator_model
+from xero_tui.emulator.consent import answer_consent
+
+Standing = Literal["current", "grace", "dead", "unknown"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def connect(emu: Emulator, name: str, *, file_store: bool = False) -> Connection:
+    """A real consent against the emulator through the Service (the CLI's own path), saved.
+
+    With `file_store` the config opts in to the plain secrets file, so later commands use it too.
+    """
+    client = emu.web_client
+    redirect = f"http://localhost:{free_port()}/callback"
+    emu.register_client(
+        client.client_id, client.client_secret, client.kind, redirect_uris=(redirect,)
+    )
+    svc = Service()
+    if file_store:
+        svc.use_file_storage()
+    draft = ConnectionDraft(
+        Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
+    )
+    attempt = await svc.begin_consent(draft, timeout=30, allow_launch=False)
+    # The scripted browser blocks until the held callback is answered, so it runs beside us.
+    browser = asyncio.ensure_future(
+        asyncio.to_thread(answer_consent, attempt.url, follow_redirect=True)
+    )
+    try:
+        result = await asyncio.wait_for(attempt.wait(), 20)
+        outcome = await svc.finish_consent(attempt, result, draft.client_secret)
+    finally:
+        await attempt.close()
+    await asyncio.wait_for(browser, 20)
+    tenant = next(t for t in outcome.ordered() if t.tenant_id in outcome.new_tenant_ids)
+    (saved,) = svc.save_connections(draft, outcome, [(name, tenant)])
+    return saved
+
+
+def stored_tokens(grant_id: str) -> TokenSet | None:
+    """What the configured store (keyring or file, as the config says) holds for a grant."""
+    return Service().secrets.get_tokens(grant_id)
+
+
+def issued_secrets(emu: Emulator) -> set[str]:
+    """The client secrets and the refresh and access tokens this emulator still knows of."""
+    state = emu._state
+    with state._lock:
+        values = set(state._refresh) | set(state._access)
+        values |= {c.client_secret for c in state._clients.values() if c.client_secret}
+    return values
+
+
+def standing(emu: Emulator, refresh_token: str | None) -> Standing:
+    """How the emulator would treat a refresh token now: the current one, honoured in the
+    30-minute grace after rotation, or refused."""
+    state = emu._state
+    with state._lock:
+        record = state._refresh.get(refresh_token or "")
+        if record is None:
+            return "unknown"
+        grant = state._grants[record.grant_id]
+        if grant.revoked:
+            return "dead"
+        if grant.current_refresh_token == refresh_token:
+            return "current"
+        if (
+            record.superseded is not None
+            and state.now() - record.superseded <= emulator_model.REFRESH_GRACE
+        ):
+            return "grace"
+        return "dead"
+
+
+def access_token_valid(emu: Emulator, access_token: str) -> bool:
+    state = emu._state
+    with state._lock:
+        record = state._access.get(access_token)
+        return record is not None and state.now() < record.expires
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    prefix: tuple[str, ...] = ("-m", "xero_tui"),
+) -> Result:
+    """The real `xero-tui` in a child process; its output is kept for the leak scan.
+
+    `token`'s stdout is the one place an access token may appear, so it is not kept.
+    """
+    proc = subprocess.run(
+        [sys.executable, *prefix, *args],
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    label = "xero-tui " + " ".join(args)
+    if "token" not in args:
+        output(label + " (stdout)", proc.stdout)
+    output(label + " (stderr)", proc.stderr)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def temps(directory: Path) -> list[Path]:
+    """Leftover temporary files of atomic writes in the config dir."""
+    return sorted(directory.glob(".*.tmp")) if directory.exists() else []
+
+
+class ConnectingWith(Connecting):
+    """`xero-tui FLAGS connect ARGS` in a child process; global flags go before the command."""
+
+    def __init__(self, *args: str, env: dict[str, str], flags: tuple[str, ...] = ()) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xero_tui", *flags, "connect", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.err_lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()

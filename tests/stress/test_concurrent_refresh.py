@@ -1,0 +1,114 @@
+"""Issue 5 item 1: 16 processes asking `xero-tui token` for one grant, with forced refreshes mixed
+in, against an emulator that rotates the refresh token on every refresh (security.md 20-22)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.stress.harness import (
+    access_token_valid,
+    connect,
+    run_cli,
+    standing,
+    stored_tokens,
+)
+from tests.stress.registry import output, record, timed
+from tests.support.cli import ROOT, cli_env
+from xero_tui.emulator import Emulator
+
+WORKERS = 16
+CALLS = 25
+FORCE_RATE = 1 / 3
+SEED = 1
+
+
+def start_workers(env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.stress.workers",
+                "token",
+                "acme",
+                str(CALLS),
+                str(SEED * 1000 + index),
+                str(FORCE_RATE),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for index in range(WORKERS)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    return procs
+
+
+async def test_concurrent_token_calls_never_lose_a_rotated_token(emu: Emulator) -> None:
+    conn = await connect(emu, "acme")
+    client_id = emu.web_client.client_id
+    before = emu.stats
+    with timed() as clock:
+        procs = start_workers(cli_env())
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+        calls: list[dict[str, object]] = []
+        for proc in procs:
+            assert proc.stdout is not None and proc.stderr is not None
+            out, err = proc.stdout.read(), proc.stderr.read()
+            proc.wait(timeout=150)
+            output("token worker (stderr)", err)
+            assert proc.returncode == 0, err
+            calls += json.loads(out.splitlines()[-1])
+    after = emu.stats
+    refreshes = after.refreshes - before.refreshes
+    invalid = after.invalid_grants - before.invalid_grants
+    grace = after.grace_refreshes - before.grace_refreshes
+    forced = sum(1 for c in calls if c["force"])
+    failed = [c for c in calls if c["code"] != 0]
+    for call in calls:
+        output("token worker call (stderr)", str(call["err"]))
+    printed = [str(c["out"]).strip() for c in calls if c["code"] == 0]
+    stale = [t for t in printed if not access_token_valid(emu, t)]
+    kept = stored_tokens(conn.grant_id)
+    assert kept is not None
+    stored_standing = standing(emu, kept.refresh_token)
+
+    # The stored refresh token is the one Xero now honours, and it still works.
+    final = run_cli("token", "acme", "--force-refresh")
+    last = stored_tokens(conn.grant_id)
+    assert last is not None
+    lost = len(failed) + invalid + grace + len(stale) + (stored_standing != "current")
+    lost += (final.code != 0) + (last.refresh_token != emu.current_refresh_token(client_id))
+    slowest = max(float(str(c["seconds"])) for c in calls)
+    record(
+        "1 concurrent refresh",
+        f"{WORKERS} procs x {CALLS} `token`, {forced} forced (seed {SEED}); emulator "
+        f"refreshed {refreshes}x, {invalid} invalid_grant, slowest call {slowest:.1f} s",
+        len(calls),
+        lost,
+        clock.seconds,
+    )
+    assert not failed, failed[:3]
+    assert len(calls) == WORKERS * CALLS
+    # Every refresh used the then-current token: none went through a superseded one (grace),
+    # so no rotated token was ever dropped, and none was refused.
+    assert invalid == 0
+    assert grace == 0
+    # Single flight: forced calls that waited on another process's refresh reuse its result.
+    assert 1 <= refreshes <= forced
+    assert not stale, f"{len(stale)} printed access tokens were not valid"
+    assert stored_standing == "current"
+    assert final.code == 0, final.err
+    assert last.refresh_token == emu.current_refresh_token(client_id)
+    assert emu.stats.refreshes == after.refreshes + 1
