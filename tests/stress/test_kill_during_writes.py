@@ -146,7 +146,7 @@ async def test_kill_9_during_config_and_token_writes(
                     # Half the config kills wait for a write to start, so some land inside one.
                     if not wait_for_temp(dirs["config"]):
                         broken.append(f"{where}: the writer never wrote")
-                    time.sleep(rng.uniform(0.0, 0.002))
+                    time.sleep(rng.uniform(0.0, 0.0005))
                 elif mode == "config":
                     time.sleep(rng.uniform(0.005, 0.1))
                 elif after_rotation:
