@@ -371,13 +371,17 @@ def test_config_write_is_atomic_under_kill(
     temps_left = 0
     try:
         assert zygote.stdout.readline().strip() == "ready"
-        for kill in range(30):
+        # At least 30 kills; on a loaded machine up to 90, until both contents were seen and a
+        # kill has landed inside a write.
+        for kill in range(90):
+            if kill >= 30 and len(seen_content) == 2 and temps_left:
+                break
             mode = "write" if kill % 3 else "update"
             zygote.stdin.write(mode + "\n")
             zygote.stdin.flush()
             pid = int(zygote.stdout.readline())
             # Later kills wait longer, so a busy machine still sees whole writes land.
-            stretch = 1 + kill / 5
+            stretch = 1 + (kill % 30) / 5
             time.sleep(rng.uniform(0.001, (0.015 if mode == "write" else 0.08) * stretch))
             os.kill(pid, 9)
             _wait_gone(pid)
