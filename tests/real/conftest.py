@@ -288,14 +288,6 @@ def secret_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecretS
 
 
 @pytest.fixture
-def real_keyring_env(secret_service: SecretServiceEnv, monkeypatch: pytest.MonkeyPatch) -> None:
-    """This process, too, on the real Secret Service (for the in-process TUI and Service)."""
-    monkeypatch.delenv("XERO_TUI_TEST_KEYRING", raising=False)
-    for name, value in secret_service.env.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
 def terminal() -> Iterator[list[Tmux]]:
     """The tmux servers a test starts (append them); each is killed when the test ends."""
     require("tmux", "tmux")

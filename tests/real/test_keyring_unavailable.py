@@ -95,7 +95,7 @@ def locked_keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     with session_bus(tmp_path / "bus") as bus:
         if kind.startswith("locked-login"):
             bus.keyrings.parent.mkdir(parents=True, exist_ok=True)
-            (keyrings).rename(bus.keyrings)
+            keyrings.rename(bus.keyrings)
         if kind != "locked-login":
             bus.add_silent_prompter()
         bus.start_keyring(unlock=False)
