@@ -388,7 +388,7 @@ def test_status_reports_storage_expiry_and_age(emulator: Emulator) -> None:
     emulator.disconnect_tenant(emulator.web_client.client_id, emulator.tenants[0].tenant_id)
     gone = run_cli("status", "--json")
     assert json.loads(gone.out)[0]["status"] == "organisation no longer connected"
-    assert gone.code == 1
+    assert gone.code == 3
 
 
 def test_overridden_endpoints_are_announced(emulator: Emulator) -> None:
@@ -490,3 +490,23 @@ def test_cancel_and_timeout_messages_name_no_tui_button(emulator: Emulator) -> N
     assert "Timed out after 0.5 seconds" in timed_out.err
     for result in (cancelled, timed_out):
         assert "Generate" not in result.err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_connect_timeout_must_be_positive_seconds(value: str) -> None:
+    result = run_cli("connect", "x", "--client-id", "A" * 32, "--timeout", value)
+    assert result.code == 2
+    assert "--timeout" in result.err and "Traceback" not in result.err
+
+
+def test_connect_checks_the_name_before_signing_in(emulator: Emulator) -> None:
+    result = run_cli(
+        "connect",
+        "x" * 81,
+        "--client-id",
+        emulator.web_client.client_id,
+        env=cli_env(XERO_CLIENT_SECRET=emulator.web_client.client_secret or ""),
+    )
+    assert result.code == 2
+    assert "at most 80" in result.err
+    assert "/identity/connect/authorize" not in result.err

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from xero_tui import __version__
 from xero_tui.core.errors import (
     EXIT_ERROR,
+    EXIT_NEEDS_RECONNECT,
     EXIT_OK,
     EXIT_USAGE,
     CallbackError,
@@ -37,6 +38,7 @@ EXIT_CODES = """exit codes:
   4  network or Xero unavailable (timeouts, 5xx, rate limits)
   5  storage unavailable (keyring locked or missing, config unreadable or unwritable)
   6  Xero refused the request or the consent did not complete (cancelled, bad client, bad scope)
+  130  interrupted (Ctrl-C)
 """
 
 
@@ -97,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-pkce", action="store_true", help="web apps only: do not send a PKCE challenge"
     )
     connect.add_argument(
-        "--timeout", type=float, default=300.0, help="seconds to wait for consent (default 300)"
+        "--timeout",
+        type=_positive_seconds,
+        default=300.0,
+        help="seconds to wait for consent (default 300)",
     )
 
     listing = sub.add_parser("list", help="list saved connections")
@@ -151,6 +156,16 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 86400 seconds")
+    return value
 
 
 def _err(text: str) -> None:
@@ -340,8 +355,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "organisation_connected": check if isinstance(check, bool) else None,
             }
         )
-        if label != "ok" and not label.startswith("refresh token unused"):
-            worst = EXIT_ERROR
+        if conn.status.value == "needs_reconnect" or check is False:
+            worst = EXIT_NEEDS_RECONNECT
+        elif label != "ok" and not label.startswith("refresh token unused"):
+            worst = max(worst, EXIT_ERROR)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -409,8 +426,9 @@ def _read_secret(kind: Kind) -> str | None:
 
 def _draft(args: argparse.Namespace, svc: Service) -> tuple[ConnectionDraft, list[str]]:
     from xero_tui.core.service import ConnectionDraft, clone_draft, reconnect_names
-    from xero_tui.core.validate import check_client_id, check_redirect_uri
+    from xero_tui.core.validate import check_client_id, check_name, check_redirect_uri
 
+    check_name(args.name)
     config = svc.load()
     if args.name in config.connections and not args.client_id:
         conn = config.connections[args.name]
@@ -577,16 +595,34 @@ def _choose(
                 if t.tenant_id == wanted or t.tenant_name.casefold() == wanted.casefold()
             ]
             if not match:
-                names = ", ".join(t.tenant_name for t in tenants)
-                raise UsageError(f"No organisation {wanted!r} among: {names}.")
+                _err(f"xero-tui: no organisation {wanted!r} among those this app reaches.")
+                picked = _ask_tenants(tenants)
+                break
             picked.append(match[0])
     else:
         picked = [t for t in tenants if t.tenant_id in outcome.new_tenant_ids]
         if not picked and len(tenants) == 1:
             picked = tenants
         if not picked:
-            names = ", ".join(t.tenant_name for t in tenants)
-            raise UsageError(f"Say which organisation to save with --tenant (one of: {names}).")
+            picked = _ask_tenants(tenants)
     if len(picked) == 1:
         return [(args.name, picked[0])]
     return [(f"{args.name} - {t.tenant_name}", t) for t in picked]
+
+
+def _ask_tenants(tenants: list[Tenant]) -> list[Tenant]:
+    """Ask at the terminal which organisations to save, so a finished consent is not wasted."""
+    names = ", ".join(t.tenant_name for t in tenants)
+    if not sys.stdin.isatty():
+        raise UsageError(f"Say which organisation to save with --tenant (one of: {names}).")
+    for number, tenant in enumerate(tenants, 1):
+        _err(f"  {number}. {clean_text(tenant.tenant_name, 80)} ({tenant.tenant_type})")
+    while True:
+        answer = input("Organisations to save (numbers, comma separated): ").strip()
+        try:
+            chosen = [tenants[int(part) - 1] for part in answer.split(",") if part.strip()]
+        except (ValueError, IndexError):
+            chosen = []
+        if chosen and all(int(p) >= 1 for p in answer.split(",") if p.strip()):
+            return list(dict.fromkeys(chosen))
+        _err(f"Type numbers from 1 to {len(tenants)}, e.g. 1 or 1,3.")
