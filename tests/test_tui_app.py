@@ -587,3 +587,20 @@ def test_links_are_osc8_for_https_only() -> None:
         "https://developer.xero.com/myapps"
     ]
     assert not link_content("http://localhost:8719/callback").spans
+
+
+async def test_delete_of_a_connection_removed_elsewhere_says_so(emulator: Emulator) -> None:
+    from tests.test_service import connect
+
+    service = Service()
+    await connect(service, emulator, "Gone soon")
+    app = XeroTuiApp(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: home(app).selected_name() == "Gone soon")
+        # Another process removes it while the table still shows it.
+        await service.remove("Gone soon")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: "no longer saved" in screen_text(app))
+        assert isinstance(app.screen, ConnectionsScreen)
+        await wait_for(pilot, lambda: home(app).query_one(DataTable).row_count == 0)
+        await app.workers.wait_for_complete()

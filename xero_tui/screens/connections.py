@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, LoadingIndicator, Static
 
 from xero_tui.core.errors import TenantNotConnected, XeroTuiError
 from xero_tui.core.models import Connection, Kind, Status
+from xero_tui.core.service import reconnect_names
 from xero_tui.screens import PaletteCommand, error_sentence, local_time
 from xero_tui.screens.confirm import DeleteChoice, DeleteScreen
 from xero_tui.screens.form import FormScreen
@@ -264,7 +265,10 @@ class ConnectionsScreen(Screen[None]):
         self.reconnect(conn.name)
 
     def reconnect(self, name: str) -> None:
-        conn = self._health[name].connection
+        found = self._fresh(name)
+        if found is None:
+            return
+        conn = found[0]
         screen = FormScreen(self.service, demo=self.xero_app.demo, existing=conn, reconnect=True)
         self.app.push_screen(screen, partial(self._saved, "Reconnected"))
 
@@ -296,15 +300,26 @@ class ConnectionsScreen(Screen[None]):
         if conn is not None:
             self.delete(conn.name)
 
-    def delete(self, name: str) -> None:
-        conn = self._health[name].connection
+    def _fresh(self, name: str) -> tuple[Connection, list[str]] | None:
+        """The saved connection as it is now (another process may have changed the config),
+        and the names of every connection sharing its grant."""
         try:
             config = self.service.load()
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
+            return None
+        if name not in config.connections:
+            self._say(f"{name!r} is no longer saved.", error=True)
+            self.reload()
+            return None
+        return config.connections[name], reconnect_names(config, name)
+
+    def delete(self, name: str) -> None:
+        found = self._fresh(name)
+        if found is None:
             return
-        sharing = [c.name for c in config.connections.values() if c.grant_id == conn.grant_id]
-        sharing.remove(name)
+        conn, grant_names = found
+        sharing = [n for n in grant_names if n != name]
 
         def chosen(choice: DeleteChoice | None) -> None:
             if choice is not None:
