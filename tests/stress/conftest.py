@@ -41,7 +41,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not FIGURES:
         return
     terminalreporter.write_sep("=", "stress figures")
-    # In issue 5's order ("9a" after "8"), whatever order the modules ran in.
+    # In scenario order ("9a" after "8"), whatever order the modules ran in.
     ordered = sorted(FIGURES, key=lambda f: (int(re.match(r"\d+", f.scenario)[0]), f.scenario))
     for line in table(ordered):
         terminalreporter.write_line(line)

@@ -1,4 +1,4 @@
-"""Issue 5 item 9: broken config files and missing secrets, through the real `xero-tui` command.
+"""Stress 9: broken config files and missing secrets, through the real `xero-tui` command.
 
 Each case gets exactly one line on stderr (besides the endpoint notice when the emulator is in
 use): one sentence naming the file (or the store the secret was missing from), the right exit

@@ -1,4 +1,4 @@
-"""Issue 5 item 1: 16 processes asking `xero-tui token` for one grant, with forced refreshes mixed
+"""Stress 1: 16 processes asking `xero-tui token` for one grant, with forced refreshes mixed
 in, against an emulator that rotates the refresh token on every refresh (security.md 20-22)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5 item 5: 8 processes each add, remove and rename their own connections, 50 updates each,
+"""Stress 5: 8 processes each add, remove and rename their own connections, 50 updates each,
 all at once through ConfigStore.update: no change may be lost (security.md 34)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5 item 7: the listener is unreachable on every non-loopback address of this machine; a
+"""Stress 7: the listener is unreachable on every non-loopback address of this machine; a
 replayed callback fails; and after success, timeout and cancel the port is free again, with no
 SO_REUSEADDR needed to bind it (security.md 6, 12, 13)."""
 

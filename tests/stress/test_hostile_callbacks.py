@@ -1,4 +1,4 @@
-"""Issue 5 item 6: a barrage of more than 2,000 hostile requests at the loopback listener during
+"""Stress 6: a barrage of more than 2,000 hostile requests at the loopback listener during
 one real consent attempt: generated ones (hypothesis) and scripted ones, many at once, some
 half-sent and held open. The listener must stay up, answer each within a bound with one of its
 fixed pages (nothing from the request reflected), and the genuine callback that follows must

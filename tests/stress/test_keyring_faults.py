@@ -1,4 +1,4 @@
-"""Issue 5 item 10: keyrings that hang, raise or drop writes, under the real `xero-tui` command.
+"""Stress 10: keyrings that hang, raise or drop writes, under the real `xero-tui` command.
 
 Every command ends within a bound with one clear sentence (exit 5), `connect` stops before the
 browser, and no token is lost: when the keyring fails after Xero rotated the refresh token, the

@@ -1,4 +1,4 @@
-"""Issue 5 item 4: kill -9 at random moments while a process saves the config, and while it
+"""Stress 4: kill -9 at random moments while a process saves the config, and while it
 refreshes and stores the rotated token (test keyring, or the plain secrets file).
 
 After every kill: the config parses and is wholly the old or the new file; the next start leaves

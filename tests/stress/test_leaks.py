@@ -1,4 +1,4 @@
-"""Issue 5 item 8, run after every other scenario: no secret value used anywhere in the stress
+"""Stress 8, run after every other scenario: no secret value used anywhere in the stress
 suite appears in a file the app wrote, in any captured stdout/stderr or error text, in a log, or
 in a snapshot or screenshot SVG of the repository (security.md 26).
 

@@ -1,4 +1,4 @@
-"""Issue 5 item 2: the emulator rotates the refresh token and then drops the connection, in 20% of
+"""Stress 2: the emulator rotates the refresh token and then drops the connection, in 20% of
 refreshes at random; the client retries the same token within Xero's 30-minute grace
 (security.md 23) and never ends up needing a reconnect."""
 

@@ -1,4 +1,4 @@
-"""Issue 5 item 3: 500s, 503s, 429s with Retry-After, answers slower than the timeout and connection
+"""Stress 3: 500s, 503s, 429s with Retry-After, answers slower than the timeout and connection
 resets, mixed at random over 300 refreshes and API calls made through the Service. Each call must
 end as the retry rules say (success, or the typed error of its last fault) within a bounded time,
 and a failed call must leave the stored tokens exactly as they were (security.md 18, 23)."""

@@ -55,8 +55,10 @@ _ARRAY_INLINE_WIDTH = 100
 
 
 def toml_string(value: str) -> str:
-    # JSON's escapes are all valid TOML escapes; TOML also forbids a raw DEL in a basic string.
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    # tomli-w escapes what TOML forbids in a basic string; the layout around it stays ours.
+    import tomli_w
+
+    return tomli_w.dumps({"v": value})[4:-1]
 
 
 def toml_key(key: str) -> str:
@@ -147,11 +149,6 @@ def dump(config: Config) -> str:
             raise ValueError(f"connection stored under {name!r} is named {conn.name!r}")
         lines += _table(("connections", name), _connection_fields(conn))
     return "\n".join(lines) + "\n"
-
-
-def write_text(config: Config) -> str:
-    """Alias of `dump`."""
-    return dump(config)
 
 
 # ---------------------------------------------------------------------------------------------
