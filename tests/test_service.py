@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.test_cli import free_port
+from tests.test_loopback import can_bind_without_reuse
+from xero_tui.core import loopback
+from xero_tui.core.config import Config
 from xero_tui.core.errors import NeedsReconnect, TenantNotConnected, UsageError
+from xero_tui.core.locks import FileLock, LockTimeout
 from xero_tui.core.models import Kind, Status, Tenant, default_scopes
-from xero_tui.core.service import ConnectionDraft, ConsentOutcome, Service
+from xero_tui.core.service import REFRESH_RECORD_STEP, ConnectionDraft, ConsentOutcome, Service
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
 
@@ -77,3 +83,106 @@ async def test_save_refuses_a_taken_name_before_storing(emulator: Emulator) -> N
             draft, ConsentOutcome(tokens, (tenant,), frozenset()), [("acme", tenant)]
         )
     assert svc.load() == before
+
+
+async def test_refresh_rewrites_the_config_only_when_its_record_changes(
+    emulator: Emulator,
+) -> None:
+    svc = Service()
+    await connect(svc, emulator)
+    config_file = svc.paths.config_file
+    saved = config_file.read_text()
+    # Refreshed minutes after the consent recorded its time: nothing to record.
+    await svc.access_token("acme", force=True)
+    assert config_file.read_text() == saved
+
+    # An hour or more behind, or a status to clear: the config is brought up to date.
+    def age(config: Config) -> None:
+        for record in (*config.grants.values(), *config.connections.values()):
+            assert record.last_refreshed is not None
+            record.last_refreshed -= REFRESH_RECORD_STEP
+        config.connections["acme"].status = Status.NEEDS_RECONNECT
+
+    svc.store.update(age)
+    before = svc.load().connections["acme"]
+    await svc.access_token("acme", force=True)
+    after = svc.load().connections["acme"]
+    assert after.status is Status.OK
+    assert before.last_refreshed is not None and after.last_refreshed is not None
+    assert after.last_refreshed - before.last_refreshed >= REFRESH_RECORD_STEP
+
+
+async def test_refresh_waits_for_the_grant_lock_and_reads_the_token_again(
+    emulator: Emulator,
+) -> None:
+    svc = Service()
+    await connect(svc, emulator)
+    conn = svc.connection("acme")
+    other = Service()
+    lock = FileLock(svc.paths.grant_lock(conn.grant_id), 5)
+    lock.acquire()
+    try:
+        waiting = asyncio.create_task(svc.access_token("acme", force=True))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        # Meanwhile "another process" renews the tokens under the lock.
+        async with other._client() as xero:
+            stored = other.secrets.get_tokens(conn.grant_id)
+            assert stored is not None and stored.refresh_token is not None
+            client = emulator.web_client
+            renewed = await xero.refresh(
+                client.client_id, client.client_secret, stored.refresh_token
+            )
+        other.secrets.put_tokens(conn.grant_id, renewed)
+        refreshes = emulator.stats.refreshes
+    finally:
+        lock.release()
+    _, tokens = await waiting
+    assert tokens.access_token == renewed.access_token
+    assert emulator.stats.refreshes == refreshes
+
+
+def test_a_lock_nobody_holds_any_more_is_let_go(tmp_path: Path) -> None:
+    path = tmp_path / "grant.lock"
+    first = FileLock(path, 0)
+    first.acquire()
+    with pytest.raises(LockTimeout):
+        FileLock(path, 0.05).acquire()
+    del first
+    again = FileLock(path, 0)
+    again.acquire()
+    again.release()
+
+
+async def test_consent_answers_the_browser_without_waiting_for_it_to_hang_up(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long enough that waiting for the browser would show.
+    monkeypatch.setattr(loopback, "LINGER_WAIT", 30.0)
+    svc = Service()
+    client = emulator.web_client
+    redirect = f"http://localhost:{free_port()}/callback"
+    emulator.register_client(client.client_id, client.client_secret, Kind.WEB, (redirect,))
+    draft = ConnectionDraft(
+        Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
+    )
+    attempt = await svc.begin_consent(draft, allow_launch=False)
+    location = await asyncio.to_thread(answer_consent, attempt.url)
+    # A browser that reads the page and keeps its connection open, as browsers do.
+    host, _, rest = location.removeprefix("http://").partition("/")
+    reader, writer = await asyncio.open_connection(*host.rsplit(":", 1))
+    writer.write(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    result = await attempt.wait()
+    started = time.monotonic()
+    outcome = await svc.finish_consent(attempt, result, draft.client_secret)
+    page = await asyncio.wait_for(reader.readuntil(b"</html>"), 5)
+    attempt.close_in_background()
+    assert time.monotonic() - started < 10
+    assert outcome.tenants
+    assert b"Connected to Xero" in page
+    # The browser hangs up; the listener, closing in the background, then frees the port.
+    writer.close()
+    deadline = time.monotonic() + 10
+    while not can_bind_without_reuse(attempt.port):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)

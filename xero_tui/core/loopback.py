@@ -47,6 +47,9 @@ MAX_QUERY_FIELDS = 100
 _DRAIN_LIMIT = 4 * 1024 * 1024
 _READ_CHUNK = 16 * 1024
 
+# Listeners closing in the background, kept here until they are done.
+_CLOSING: set[asyncio.Task[None]] = set()
+
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(r"HTTP/\d\.\d")
@@ -447,6 +450,15 @@ class CallbackListener:
 
     async def complete(self, ok: bool, message: str) -> None:
         """Report the token exchange's outcome: the held browser page says it, then we close."""
+        self.answer(ok, message)
+        await self.close()
+
+    def answer(self, ok: bool, message: str) -> None:
+        """Give the held browser request the exchange's outcome, without waiting for it to go.
+
+        The caller still closes: `close()` (which waits up to LINGER_WAIT for the browser to
+        hang up) or `close_in_background()`.
+        """
         if self._held is not None and not self._held.done():
             if ok:
                 page = render_page("Connected to Xero", CONNECTED_TEXT, "ok")
@@ -459,7 +471,15 @@ class CallbackListener:
                     "bad",
                 )
             self._held.set_result(build_response(200, page))
-        await self.close()
+
+    def close_in_background(self) -> None:
+        """Stop the attempt now and let the answered page finish on its own (see `close`)."""
+        self._stop_listening()
+        self._cancel_timer()
+        task = asyncio.get_running_loop().create_task(self.close())
+        # The loop keeps only a weak reference to a task.
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
     async def close(self) -> None:
         """Free the port; idempotent. A held browser request gets a neutral page first."""

@@ -150,6 +150,17 @@ class SecretStore(ABC):
         values = self.get_many([grant_key(g) for g in grant_ids])
         return {g: self._tokens(g, values[grant_key(g)]) for g in grant_ids}
 
+    def get_tokens_and_secret(
+        self, grant_id: str, client_id: str | None
+    ) -> tuple[TokenSet | None, str | None]:
+        """A grant's tokens and (unless `client_id` is None) its app's client secret, together."""
+        keys = [grant_key(grant_id)]
+        if client_id is not None:
+            keys.append(client_secret_key(client_id))
+        values = self.get_many(keys)
+        secret = values[keys[1]] if client_id is not None else None
+        return self._tokens(grant_id, values[keys[0]]), secret
+
     def _tokens(self, grant_id: str, value: str | None) -> TokenSet | None:
         if value is None:
             return None
@@ -325,6 +336,15 @@ class KeyringStore(SecretStore):
             f"The keyring ({self._label}) did not keep the value for {key} "
             f"(reading it back gave something else). To go on, {CHOICES}."
         )
+
+    def _put_checked(self, key: str, value: str) -> None:
+        # The write and its read-back in one keyring call: one worker thread, not two.
+        def write_and_read(backend: KeyringBackend) -> str | None:
+            backend.set_password(self.service, key, value)
+            return backend.get_password(self.service, key)
+
+        if self._call("save", key, write_and_read, _hidden_parts(value)) != value:
+            raise self._not_kept(key)
 
     def get(self, key: str) -> str | None:
         def read(backend: KeyringBackend) -> str | None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import importlib
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from xero_tui.core.config import Config, ConfigStore
@@ -26,6 +25,7 @@ from xero_tui.core.errors import (
     XeroTuiError,
 )
 from xero_tui.core.fsutil import ensure_private_dir
+from xero_tui.core.locks import FileLock, LockTimeout
 from xero_tui.core.models import (
     REFRESH_TOKEN_LIFETIME_DAYS,
     REFRESH_TOKEN_WARN_DAYS,
@@ -43,8 +43,6 @@ from xero_tui.core.secrets import ProbeResult, SecretStore, open_store, probe_ke
 # Consent, refresh and HTTP modules are imported where they are used: a cached `token` needs
 # none of them, nor asyncio, and importing them would double that command's time.
 if TYPE_CHECKING:
-    from filelock import FileLock
-
     from xero_tui.core.browser import LaunchPlan
     from xero_tui.core.loopback import CallbackListener, CallbackResult
     from xero_tui.core.oauth import AuthRequest
@@ -52,6 +50,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 GRANT_LOCK_TIMEOUT = 60.0
+# A refresh rewrites config.toml (under its lock, with two fsyncs) only when it changes a status
+# or moves a recorded refresh time by at least this much: a script that refreshes every half hour
+# need not rewrite it each time. The recorded time is what `status` measures the refresh token's
+# age from (in tenths of a day, against Xero's 60 days); it may lag by less than this, never lead.
+REFRESH_RECORD_STEP = timedelta(hours=1)
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -173,6 +176,9 @@ class ConsentAttempt:
     async def close(self) -> None:
         await self.listener.close()
 
+    def close_in_background(self) -> None:
+        self.listener.close_in_background()
+
 
 def _auth_event_id(tokens: TokenSet) -> str | None:
     from xero_tui.core.oauth import decode_claims
@@ -207,9 +213,14 @@ class Service:
 
     @property
     def secrets(self) -> SecretStore:
+        return self._secrets_for(self.load() if self._secrets is None else None)
+
+    def _secrets_for(self, config: Config | None) -> SecretStore:
+        """The secret store, opened (once) from a config the caller has already loaded."""
         if self._secrets is None:
+            assert config is not None
             self._secrets = open_store(
-                self.paths, self.load().secret_storage, insecure=self.insecure_storage
+                self.paths, config.secret_storage, insecure=self.insecure_storage
             )
         return self._secrets
 
@@ -274,9 +285,12 @@ class Service:
         )
         listener = CallbackListener(draft.redirect_uri, request.state, timeout=timeout)
         await listener.start()
-        # The code exchange needs the HTTP client: import it (httpx takes ~100 ms) while the user
-        # is still in the browser rather than after Xero answers.
+        # The code exchange needs the HTTP client: import it (httpx takes ~100 ms) and build its
+        # TLS context while the user is still in the browser rather than after Xero answers.
         importlib.import_module("xero_tui.core.xero")
+        from xero_tui.core.http import start_tls_context
+
+        start_tls_context()
         plan = plan_launch(request.url, env)
         ssh = ssh_tunnel_command(listener.port, env) if is_ssh(env) else None
         attempt = ConsentAttempt(request, listener, plan, ssh)
@@ -288,7 +302,11 @@ class Service:
     async def finish_consent(
         self, attempt: ConsentAttempt, result: CallbackResult, client_secret: str | None
     ) -> ConsentOutcome:
-        """Exchange the code and list the organisations; the browser page reports the outcome."""
+        """Exchange the code and list the organisations; the browser page reports the outcome.
+
+        The page is answered but not waited for: the caller closes the attempt, and can let
+        the browser hang up in the background while it shows the organisations.
+        """
         request = attempt.request
         try:
             async with self._client() as xero:
@@ -301,12 +319,12 @@ class Service:
                 )
                 outcome = await self._outcome(xero, tokens)
         except XeroTuiError as exc:
-            await attempt.listener.complete(False, str(exc))
+            attempt.listener.answer(False, str(exc))
             raise
         except BaseException:
-            await attempt.listener.complete(False, "xero-tui stopped before finishing.")
+            attempt.listener.answer(False, "xero-tui stopped before finishing.")
             raise
-        await attempt.listener.complete(True, "Connected to Xero.")
+        attempt.listener.answer(True, "Connected to Xero.")
         return outcome
 
     async def _outcome(self, xero: XeroClient, tokens: TokenSet) -> ConsentOutcome:
@@ -375,6 +393,8 @@ class Service:
         taken = [n for n in names if n in self.load().connections and n not in replaceable]
         if taken:
             raise UsageError(f"A connection named {taken[0]!r} already exists; choose another.")
+        import uuid  # only saving needs it, and `token` need not import it
+
         grant_id = uuid.uuid4().hex
         stamp = now_utc()
         secrets = self.secrets
@@ -446,7 +466,13 @@ class Service:
                 "reconnect it.",
                 "missing_grant",
             )
-        tokens = await self._refresh_if_needed(conn, grant, force)
+        self._secrets_for(config)
+        # Nearly every call ends in a request to Xero (a refresh, or the caller's own): start on
+        # its TLS context now, so that it overlaps with the keyring and the lock.
+        from xero_tui.core.http import start_tls_context
+
+        start_tls_context()
+        tokens = await self._refresh_if_needed(config, conn, grant, force)
         return conn, tokens
 
     def cached_token(self, name: str) -> tuple[Connection, TokenSet] | None:
@@ -459,66 +485,94 @@ class Service:
         conn = self.connection(name, config)
         if conn.grant_id not in config.grants:
             return None
+        self._secrets_for(config)
         tokens = self._stored_tokens(conn)
         return (conn, tokens) if tokens.is_fresh() else None
 
     def _stored_tokens(self, conn: Connection) -> TokenSet:
         tokens = self.secrets.get_tokens(conn.grant_id)
         if tokens is None:
-            raise StorageError(
-                f"The tokens for {conn.name!r} are missing from {self.secrets.description}; "
-                f"reconnect it (xero-tui connect {conn.name!r} ... or r in the app)."
-            )
+            raise self._tokens_missing(conn)
         return tokens
 
-    async def _refresh_if_needed(self, conn: Connection, grant: Grant, force: bool) -> TokenSet:
-        seen = await _in_thread(self._stored_tokens, conn)
-        if not force and seen.is_fresh():
-            return seen
-        from filelock import Timeout
+    def _tokens_missing(self, conn: Connection) -> StorageError:
+        return StorageError(
+            f"The tokens for {conn.name!r} are missing from {self.secrets.description}; "
+            f"reconnect it (xero-tui connect {conn.name!r} ... or r in the app)."
+        )
 
-        lock = self._grant_lock(grant.grant_id)
+    async def _refresh_if_needed(
+        self, config: Config, conn: Connection, grant: Grant, force: bool
+    ) -> TokenSet:
+        # Everything before the network in one worker thread: each hand-off to a thread and back
+        # costs context switches, which add up on a busy machine.
+        stored, locked = await _in_thread(self._lock_for_refresh, conn, grant, force)
+        if locked is None:
+            return stored
+        lock, secret = locked
         try:
-            await _in_thread(lock.acquire)
-        except Timeout:
-            raise StorageError(
-                f"Another xero-tui process has been refreshing {conn.name!r} for over "
-                f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.lock_file}); try again."
-            ) from None
-        try:
-            current = await _in_thread(self._stored_tokens, conn)
-            # Another process refreshed while we waited: its token is as good as ours would be.
-            rotated = current.access_token != seen.access_token
-            if current.is_fresh() and (rotated or not force):
-                return current
             try:
-                fresh = await self._refresh(conn, grant, current)
+                fresh = await self._refresh(conn, grant, stored, secret)
             except NeedsReconnect:
                 self._mark(grant.grant_id, Status.NEEDS_RECONNECT)
                 raise
             await _in_thread(self.secrets.put_tokens, grant.grant_id, fresh)
         finally:
             lock.release()
-        self._mark(grant.grant_id, Status.OK, refreshed=now_utc())
+        stamp = now_utc()
+        if not _refresh_recorded(config, grant.grant_id, stamp):
+            self._mark(grant.grant_id, Status.OK, refreshed=stamp)
         return fresh
 
-    def _grant_lock(self, grant_id: str) -> FileLock:
-        from filelock import FileLock
-
-        path = self.paths.grant_lock(grant_id)
-        ensure_private_dir(path.parent)
-        # Not thread-local: it is acquired in a worker thread and released on the event loop.
-        return FileLock(str(path), timeout=GRANT_LOCK_TIMEOUT, thread_local=False)
-
-    async def _refresh(self, conn: Connection, grant: Grant, current: TokenSet) -> TokenSet:
-        secret: str | None = None
-        if grant.kind.has_secret:
-            secret = await _in_thread(self.secrets.get_client_secret, grant.client_id)
-            if secret is None:
+    def _lock_for_refresh(
+        self, conn: Connection, grant: Grant, force: bool
+    ) -> tuple[TokenSet, tuple[FileLock, str | None] | None]:
+        """Blocking. The stored tokens, and the held grant lock (with the client secret) when
+        they have to be renewed; without a lock, the stored tokens are the answer."""
+        seen = self._stored_tokens(conn)
+        if not force and seen.is_fresh():
+            return seen, None
+        lock = self._grant_lock(grant.grant_id)
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise StorageError(
+                f"Another xero-tui process has been refreshing {conn.name!r} for over "
+                f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.path}); try again."
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or exc.__class__.__name__
+            raise StorageError(f"Could not lock {lock.path}: {reason}.") from None
+        try:
+            # Read again under the lock, with the secret the refresh needs in the same call.
+            client_id = grant.client_id if grant.kind.has_secret else None
+            current, secret = self.secrets.get_tokens_and_secret(grant.grant_id, client_id)
+            if current is None:
+                raise self._tokens_missing(conn)
+            # Another process refreshed while we waited: its token is as good as ours would be.
+            rotated = current.access_token != seen.access_token
+            if current.is_fresh() and (rotated or not force):
+                lock.release()
+                return current, None
+            if grant.kind.has_secret and secret is None:
                 raise StorageError(
                     f"The client secret for {conn.name!r} is missing from "
                     f"{self.secrets.description}; save the connection again with its secret."
                 )
+        except BaseException:
+            lock.release()
+            raise
+        return current, (lock, secret)
+
+    def _grant_lock(self, grant_id: str) -> FileLock:
+        path = self.paths.grant_lock(grant_id)
+        ensure_private_dir(path.parent)
+        # Acquired in a worker thread and released on the event loop.
+        return FileLock(path, GRANT_LOCK_TIMEOUT)
+
+    async def _refresh(
+        self, conn: Connection, grant: Grant, current: TokenSet, secret: str | None
+    ) -> TokenSet:
         async with self._client() as xero:
             if grant.kind is Kind.CUSTOM:
                 assert secret is not None
@@ -691,6 +745,23 @@ class Service:
                 await xero.revoke(conn.client_id, secret, tokens.refresh_token)
                 done.append("revoked the grant")
         return done
+
+
+def _refresh_recorded(config: Config, grant_id: str, stamp: datetime) -> bool:
+    """Whether `config` already says what a refresh at `stamp` would record for the grant: every
+    connection on it OK, and each refresh time within REFRESH_RECORD_STEP of `stamp`.
+
+    `config` was read before the refresh. A status another process set since then (an
+    organisation found disconnected) is not one a refresh could clear.
+    """
+    grant = config.grants.get(grant_id)
+    moments = [grant.last_refreshed if grant is not None else None]
+    for conn in config.connections.values():
+        if conn.grant_id == grant_id:
+            if conn.status is not Status.OK:
+                return False
+            moments.append(conn.last_refreshed)
+    return all(m is not None and abs(stamp - m) < REFRESH_RECORD_STEP for m in moments)
 
 
 def _drop_unused_grants(config: Config) -> list[str]:
