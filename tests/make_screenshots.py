@@ -33,7 +33,8 @@ SIZE = (100, 32)
 async def _until(pilot: Pilot[None], condition: Callable[[], object], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline or pilot.app.screen.has_class("-error"):
+        failed = getattr(pilot.app.screen, "phase", None) == "error"
+        if time.monotonic() > deadline or failed:
             raise SystemExit(f"stuck on {pilot.app.screen!r}:\n{_text(pilot.app)}")
         await pilot.pause(0.05)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -58,8 +58,15 @@ class XeroCommands(Provider):
 class XeroTuiApp(App[None]):
     """Saved Xero connections, and the screens that create, test, renew and remove them."""
 
-    # Absolute, so that subclasses defined elsewhere (tests) find it too.
-    CSS_PATH = Path(__file__).with_name("app.tcss")
+    # Absolute, so that subclasses defined elsewhere (tests) find it too. The consent and
+    # organisation screens keep their own CSS_PATH for other hosts, but find it loaded here:
+    # a screen stylesheet first read on push makes Textual reparse every stylesheet and restyle
+    # every screen (about 100 ms), which would sit between Xero's callback and the picker.
+    CSS_PATH: ClassVar[list[str | PurePath]] = [
+        Path(__file__).with_name("app.tcss"),
+        Path(__file__).parent / "screens" / "consent.tcss",
+        Path(__file__).parent / "screens" / "organisations.tcss",
+    ]
     TITLE = "xero-tui"
     COMMANDS = App.COMMANDS | {XeroCommands}
     BINDINGS: ClassVar[list[BindingType]] = [

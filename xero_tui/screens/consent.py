@@ -134,8 +134,14 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         self._start()
 
     def watch_phase(self, phase: str) -> None:
-        for name in PHASES:
-            self.set_class(name == phase, f"-{name}")
+        # Only the parts that change are touched: a class on the screen would restyle the whole
+        # dialog (about 50 ms) between Xero's callback and the token exchange.
+        status = self.query_one("#consent-status")
+        status.display = phase != "waiting"
+        status.set_class(phase == "error", "-error")
+        self.query_one("#consent-next").display = phase == "error"
+        self.query_one("#consent-storage").display = phase == "storage"
+        self.query_one("#consent-wait").display = phase == "waiting"
         if phase != "waiting":
             self.query_one("#consent-dialog").border_subtitle = ""
         self.refresh_bindings()
@@ -197,6 +203,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             self._fail(error_sentence(exc))
             return
         self.attempt = attempt
+        outcome: ConsentOutcome | None = None
         with self._guard():
             try:
                 self._show_attempt(attempt)
@@ -224,7 +231,12 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                     return
             finally:
                 self.attempt = None
-                await attempt.close()
+                if outcome is None:
+                    await attempt.close()
+                else:
+                    # The browser already has its page; it may take a second to hang up, and the
+                    # organisations need not wait for that.
+                    attempt.close_in_background()
         # dismiss() pops the top screen: wait out a dialog on top (the quit question) first.
         while not self.is_active:
             await asyncio.sleep(0.05)

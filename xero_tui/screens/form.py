@@ -603,8 +603,13 @@ class FormScreen(Screen[list[Connection] | None]):
         else:
             from xero_tui.screens.organisations import OrganisationsScreen
 
-            chosen = await self.app.push_screen_wait(
-                OrganisationsScreen(outcome, self._saved_tenant_ids())
+            # Not push_screen_wait: that first waits until the consent dialog is taken down, and
+            # meanwhile this screen comes back and is drawn (about 80 ms), only to be covered.
+            # The shield keeps a cancelled worker from cancelling the screen's result.
+            chosen = await asyncio.shield(
+                self.app.push_screen(
+                    OrganisationsScreen(outcome, self._saved_tenant_ids()), wait_for_dismiss=True
+                )
             )
         if chosen:
             self.chosen = list(chosen)
