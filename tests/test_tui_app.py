@@ -597,9 +597,10 @@ async def test_delete_of_a_connection_removed_elsewhere_says_so(emulator: Emulat
     app = XeroTuiApp(service)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: home(app).selected_name() == "Gone soon")
+        await app.workers.wait_for_complete()
         # Another process removes it while the table still shows it.
         await service.remove("Gone soon")
-        await pilot.press("d")
+        home(app).delete("Gone soon")
         await wait_for(pilot, lambda: "no longer saved" in screen_text(app))
         assert isinstance(app.screen, ConnectionsScreen)
         await wait_for(pilot, lambda: home(app).query_one(DataTable).row_count == 0)
