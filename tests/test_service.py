@@ -186,3 +186,28 @@ async def test_consent_answers_the_browser_without_waiting_for_it_to_hang_up(
     while not can_bind_without_reuse(attempt.port):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
+
+
+async def test_cancelled_refresh_still_stores_the_rotated_token(emulator: Emulator) -> None:
+    svc = Service()
+    await connect(svc, emulator)
+    grant = svc.connection("acme").grant_id
+    emulator.inject("token", "delay", delay=0.5)
+    caller = asyncio.create_task(svc.access_token("acme", force=True))
+    await asyncio.sleep(0.2)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while emulator.stats.refreshes == 0 and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    current = emulator.current_refresh_token(emulator.web_client.client_id)
+    while loop.time() < deadline:
+        stored = svc.secrets.get_tokens(grant)
+        if stored is not None and stored.refresh_token == current:
+            break
+        await asyncio.sleep(0.05)
+    assert emulator.stats.refreshes == 1
+    stored = svc.secrets.get_tokens(grant)
+    assert stored is not None and stored.refresh_token == current

@@ -510,15 +510,24 @@ class Service:
         if locked is None:
             return stored
         lock, secret = locked
-        try:
+
+        async def renew() -> TokenSet:
             try:
-                fresh = await self._refresh(conn, grant, stored, secret)
-            except NeedsReconnect:
-                self._mark(grant.grant_id, Status.NEEDS_RECONNECT)
-                raise
-            await _in_thread(self.secrets.put_tokens, grant.grant_id, fresh)
-        finally:
-            lock.release()
+                try:
+                    fresh = await self._refresh(conn, grant, stored, secret)
+                except NeedsReconnect:
+                    self._mark(grant.grant_id, Status.NEEDS_RECONNECT)
+                    raise
+                await _in_thread(self.secrets.put_tokens, grant.grant_id, fresh)
+                return fresh
+            finally:
+                lock.release()
+
+        import asyncio
+
+        # Once the request is sent Xero may rotate the token: a caller that gives up (Esc on a
+        # test, a replaced worker) must not drop the new one, so refresh and store finish alone.
+        fresh = await asyncio.shield(asyncio.ensure_future(renew()))
         stamp = now_utc()
         if not _refresh_recorded(config, grant.grant_id, stamp):
             self._mark(grant.grant_id, Status.OK, refreshed=stamp)
