@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -38,24 +36,6 @@ def register_redirect(emu: Emulator, client_id: str) -> str:
     return uri
 
 
-class Connect(Connecting):
-    """`xero-tui [OPTIONS] connect ARGS` (Connecting has no place for the global options)."""
-
-    def __init__(self, *args: str, env: dict[str, str], options: tuple[str, ...] = ()) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xero_tui", *options, "connect", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        self.err_lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-
 def start_connect(
     emu: Emulator,
     env: dict[str, str],
@@ -63,12 +43,12 @@ def start_connect(
     *extra: str,
     options: tuple[str, ...] = (),
     redirect: str | None = None,
-) -> Connect:
+) -> Connecting:
     """`xero-tui connect NAME` for the emulator's web app; the secret comes from the env."""
     client = emu.web_client
     redirect = redirect or register_redirect(emu, client.client_id)
     env = {**env, "XERO_CLIENT_SECRET": client.client_secret or ""}
-    return Connect(
+    return Connecting(
         name,
         "--client-id",
         client.client_id,

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import queue
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Literal
 
 from tests.stress.registry import output
-from tests.support.cli import ROOT, Connecting, Result, cli_env
+from tests.support.cli import ROOT, Result, cli_env
 from xero_tui.core.models import Connection, Kind, TokenSet, default_scopes
 from xero_tui.core.service import ConnectionDraft, Service
 from xero_tui.emulator import Emulator
@@ -130,21 +128,3 @@ def run_cli(
 def temps(directory: Path) -> list[Path]:
     """Leftover temporary files of atomic writes in the config dir."""
     return sorted(directory.glob(".*.tmp")) if directory.exists() else []
-
-
-class ConnectingWith(Connecting):
-    """`xero-tui FLAGS connect ARGS` in a child process; global flags go before the command."""
-
-    def __init__(self, *args: str, env: dict[str, str], flags: tuple[str, ...] = ()) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xero_tui", *flags, "connect", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        self.err_lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()

@@ -11,9 +11,9 @@ import html
 import re
 from pathlib import Path
 
-from tests.stress.harness import ConnectingWith, free_port, issued_secrets, run_cli
+from tests.stress.harness import free_port, issued_secrets, run_cli
 from tests.stress.registry import SEEN, output, record, timed
-from tests.support.cli import ROOT, cli_env
+from tests.support.cli import ROOT, Connecting, cli_env
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
 from xero_tui.emulator.state import EmulatorState
@@ -45,7 +45,7 @@ def full_workload(emu: Emulator) -> None:
         )
         env = cli_env(XERO_CLIENT_SECRET=client.client_secret or "")
         name = "leaky" + ("-file" if storage else "")
-        proc = ConnectingWith(
+        proc = Connecting(
             name,
             "--client-id",
             client.client_id,
@@ -53,7 +53,7 @@ def full_workload(emu: Emulator) -> None:
             redirect,
             "--no-browser",
             env=env,
-            flags=storage,
+            options=storage,
         )
         answer_consent(proc.url(), follow_redirect=True)
         result = proc.finish()

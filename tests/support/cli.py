@@ -45,11 +45,12 @@ def run_cli(
 
 
 class Connecting:
-    """A `xero-tui connect` child: read its stderr for the URL, feed its stdin, wait for it."""
+    """A `xero-tui [OPTIONS] connect ARGS` child: read its stderr for the URL, feed its stdin,
+    wait for it. Global options (e.g. --insecure-storage) go before the command."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, *args: str, env: dict[str, str], options: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xero_tui", "connect", *args],
+            [sys.executable, "-m", "xero_tui", *options, "connect", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
