@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from xero_tui.core.errors import NetworkError
+from xero_tui.core.errors import NetworkError, UsageError
 from xero_tui.core.http import HttpSettings, new_client, send
 
 
@@ -132,3 +132,34 @@ def test_exit_waits_for_a_tls_context_being_built() -> None:
     for _ in range(8):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()[-500:]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("XERO_TUI_HTTP_TIMEOUT", "ten"),
+        ("XERO_TUI_HTTP_TIMEOUT", "0"),
+        ("XERO_TUI_HTTP_TIMEOUT", "nan"),
+        ("XERO_TUI_HTTP_RETRIES", "1.5"),
+        ("XERO_TUI_HTTP_RETRIES", "-1"),
+        ("XERO_TUI_HTTP_BACKOFF", "inf"),
+    ],
+)
+def test_bad_http_settings_are_a_usage_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError) as caught:
+        HttpSettings.from_env()
+    assert name in caught.value.message
+    assert repr(value) in caught.value.message
+
+
+def test_http_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XERO_TUI_HTTP_TIMEOUT", " 2.5 ")
+    monkeypatch.setenv("XERO_TUI_HTTP_RETRIES", "0")
+    monkeypatch.setenv("XERO_TUI_HTTP_BACKOFF", "")
+    settings = HttpSettings.from_env()
+    assert (settings.timeout, settings.connect_timeout) == (2.5, 2.5)
+    assert settings.retries == 0
+    assert settings.backoff == HttpSettings().backoff

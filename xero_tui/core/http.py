@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from xero_tui.core.errors import NetworkError, RateLimited, ServerError
+from xero_tui.core.errors import NetworkError, RateLimited, ServerError, UsageError
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 # How long exit waits for this module's threads (see _let_threads_finish).
@@ -37,22 +37,40 @@ class HttpSettings:
 
     @classmethod
     def from_env(cls) -> HttpSettings:
-        """XERO_TUI_HTTP_TIMEOUT / XERO_TUI_HTTP_RETRIES let slow links (and tests) tune the bounds."""
+        """XERO_TUI_HTTP_TIMEOUT / _RETRIES / _BACKOFF let slow links (and tests) tune the bounds."""
         settings = cls()
-        timeout = os.environ.get("XERO_TUI_HTTP_TIMEOUT")
-        retries = os.environ.get("XERO_TUI_HTTP_RETRIES")
-        backoff = os.environ.get("XERO_TUI_HTTP_BACKOFF")
+        timeout = _env_number("XERO_TUI_HTTP_TIMEOUT", float, minimum=0.1)
+        retries = _env_number("XERO_TUI_HTTP_RETRIES", int, minimum=0)
+        backoff = _env_number("XERO_TUI_HTTP_BACKOFF", float, minimum=0.0)
         return cls(
-            timeout=float(timeout) if timeout else settings.timeout,
-            connect_timeout=min(float(timeout), settings.connect_timeout)
-            if timeout
-            else settings.connect_timeout,
-            retries=int(retries) if retries else settings.retries,
-            backoff=float(backoff) if backoff else settings.backoff,
+            timeout=settings.timeout if timeout is None else timeout,
+            connect_timeout=settings.connect_timeout
+            if timeout is None
+            else min(timeout, settings.connect_timeout),
+            retries=settings.retries if retries is None else retries,
+            backoff=settings.backoff if backoff is None else backoff,
         )
 
     def httpx_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout)
+
+
+N = TypeVar("N", int, float)
+
+
+def _env_number(name: str, kind: Callable[[str], N], *, minimum: N) -> N | None:
+    """An optional numeric setting from the environment; a bad value is a usage error that names it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value < minimum or value == float("inf"):
+        what = "a whole number" if kind is int else "a number"
+        raise UsageError(f"{name} must be {what} of at least {minimum}, not {raw!r}.")
+    return value
 
 
 _tls: ssl.SSLContext | None = None

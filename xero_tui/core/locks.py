@@ -4,7 +4,7 @@ An exclusive `flock` on the lock file, retried until a deadline: what the filelo
 on POSIX, without importing it (about 10 ms, 5% of a whole `token --force-refresh`). Like
 the rest of the config code (owners, modes), this is POSIX only. A lock belongs to its open file,
 not to a thread, so it may be taken in a worker thread and released on the event loop; the OS
-drops it when the process dies. Processes that still use filelock take the same `flock`.
+drops it when the process dies.
 """
 
 from __future__ import annotations
