@@ -21,14 +21,15 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from xero_tui.core.browser import OPENED, SSH_SESSION, LaunchPlan
+from xero_tui.core import browser
+from xero_tui.core.browser import LAUNCH_FAILED, OPENED, SSH_SESSION, LaunchPlan
 from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
 from xero_tui.core.models import Kind, default_scopes
 from xero_tui.core.secrets import ProbeResult
 from xero_tui.core.service import ConnectionDraft, ConsentOutcome, Service
 from xero_tui.demo import DemoContext
 from xero_tui.emulator import Emulator
-from xero_tui.emulator.consent import answer_consent
+from xero_tui.emulator.consent import ConsentError, answer_consent
 from xero_tui.screens.consent import ConsentScreen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,6 +186,23 @@ async def test_launched_browser_is_reported_and_the_screen_never_shows_tokens(
         assert "Exchanging the code" in screen.statuses[-1]
         assert isinstance(result, ConsentOutcome)
         assert result.tokens.access_token not in app.export_screenshot()
+        await app.workers.wait_for_complete()
+
+
+async def test_a_browser_that_would_not_start_is_said_once_with_the_attempts_note(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draft = web_draft(emulator)
+    monkeypatch.setattr(browser, "launch", lambda plan, url: False)
+    env = no_display_env(BROWSER=python_browser("pass"))
+    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        attempt = screen.attempt
+        assert attempt is not None and attempt.launch_tried and not attempt.launched
+        assert text_of(app, "#consent-browser") == attempt.browser_note == LAUNCH_FAILED
+        assert screen.query_one("#consent-paste").display
+        await pilot.press("escape")
         await app.workers.wait_for_complete()
 
 
@@ -475,6 +493,53 @@ async def test_demo_key_approves_in_the_background(emulator: Emulator) -> None:
         await app.workers.wait_for_complete()
 
 
+class FailingDemo:
+    """A demo whose approve fails the way `failure` says."""
+
+    def __init__(self, failure: Exception) -> None:
+        self.failure = failure
+
+    def approve(self, url: str) -> None:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "sentence"),
+    [
+        (
+            ConsentError("Error: unauthorized_client : Invalid redirect_uri"),
+            "The demo could not approve: Error: unauthorized_client : Invalid redirect_uri",
+        ),
+        (
+            RuntimeError("token=secret-value"),
+            "The demo could not approve: Unexpected RuntimeError; rerun with XERO_TUI_DEBUG=1 "
+            "to see why.",
+        ),
+    ],
+)
+async def test_a_failed_demo_approve_says_why_in_a_sentence(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    sentence: str,
+) -> None:
+    monkeypatch.delenv("XERO_TUI_DEBUG", raising=False)
+    draft = web_draft(emulator)
+    demo = FailingDemo(failure)
+    app = ConsentApp(
+        lambda: ConsentScreen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await until_phase(pilot, "waiting")
+        await pilot.press("a")
+        await until(pilot, lambda: bool(app._notifications))
+        [note] = list(app._notifications)
+        assert note.message == sentence and note.severity == "error"
+        assert screen.phase == "waiting"
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
 async def test_the_demo_key_is_hidden_outside_demo_mode(emulator: Emulator) -> None:
     draft = web_draft(emulator)
     app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
@@ -508,6 +573,7 @@ class FrozenAttempt:
     url = FROZEN_URL
     port = 8719
     plan = LaunchPlan(False, None, SSH_SESSION)
+    browser_note = SSH_SESSION
     launched = False
     ssh_command: str | None = FROZEN_SSH
 

@@ -30,9 +30,10 @@ from xero_tui.core.errors import (
     ConsentTimeout,
     OAuthError,
 )
+from xero_tui.core.models import MYAPPS_URL
 from xero_tui.core.secrets import ProbeResult
 from xero_tui.core.service import ConsentOutcome
-from xero_tui.core.xero import MYAPPS, oauth_error
+from xero_tui.core.xero import oauth_error
 from xero_tui.screens import error_sentence
 from xero_tui.widgets.values import link_content
 
@@ -258,7 +259,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     def _redirect_hint(self) -> str:
         return (
             f"If Xero showed “Invalid redirect_uri”, add exactly {self.draft.redirect_uri} as a "
-            f"redirect URI of the app at {MYAPPS}."
+            f"redirect URI of the app at {MYAPPS_URL}."
         )
 
     def _fail(self, sentence: str) -> None:
@@ -271,11 +272,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     def _show_attempt(self, attempt: ConsentAttempt) -> None:
         self._started = self.clock()
         self._deadline = self._started + attempt.remaining()
-        reason = attempt.plan.reason
-        if attempt.plan.launch and not attempt.launched:
-            reason = "Could not start the browser; open the address yourself."
         browser = self.query_one("#consent-browser", Static)
-        browser.update(reason)
+        browser.update(attempt.browser_note)
         browser.set_class(attempt.launched, "-launched")
         steps = iter(range(1, 4))
         ssh = attempt.ssh_command
@@ -402,11 +400,16 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
 
     @work(thread=True, exclusive=True, group="demo-approve", exit_on_error=False)
     def _approve(self, demo: DemoContext, url: str) -> None:
+        from xero_tui.emulator.consent import ConsentError
+
         try:
             demo.approve(url)
+        except ConsentError as exc:
+            self._approve_failed(exc.message)
         except Exception as exc:
-            self.app.call_from_thread(
-                self.notify,
-                f"The demo could not approve: {error_sentence(exc)}",
-                severity="error",
-            )
+            self._approve_failed(error_sentence(exc))
+
+    def _approve_failed(self, sentence: str) -> None:
+        self.app.call_from_thread(
+            self.notify, f"The demo could not approve: {sentence}", severity="error"
+        )
