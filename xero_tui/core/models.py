@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 
 DEFAULT_REDIRECT_URI = "http://localhost:8719/callback"
+# Where Xero apps are created and their client IDs, secrets and redirect URIs are kept.
+MYAPPS_URL = "https://developer.xero.com/myapps"
 BASE_SCOPES: tuple[str, ...] = ("offline_access", "openid", "profile", "email")
 # Apps created from 2 March 2026 must ask for granular scopes (the set Xero's own CLI asks for).
 GRANULAR_SCOPES: tuple[str, ...] = (
@@ -46,10 +48,20 @@ class Kind(StrEnum):
 
     @property
     def label(self) -> str:
+        """The app type as Xero's documentation names it."""
         return {
             Kind.WEB: "Web app",
-            Kind.PKCE: "PKCE app",
+            Kind.PKCE: "Auth code with PKCE",
             Kind.CUSTOM: "Custom connection",
+        }[self]
+
+    @property
+    def short_label(self) -> str:
+        """The same name cut down for narrow places, such as a table column."""
+        return {
+            Kind.WEB: "Web app",
+            Kind.PKCE: "PKCE",
+            Kind.CUSTOM: "Custom",
         }[self]
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,13 +23,16 @@ from xero_tui.core.errors import (
     clean_text,
 )
 from xero_tui.core.http import HttpSettings, new_client, send
-from xero_tui.core.models import Organisation, Tenant, TokenSet
+from xero_tui.core.models import MYAPPS_URL, Kind, Organisation, Tenant, TokenSet
 
-MYAPPS = "https://developer.xero.com/myapps"
+# Xero documents 30 minutes for an access token.
+ACCESS_TOKEN_LIFETIME = 1800.0
+# Longer than Xero has ever issued: a bigger number would keep a dead token "fresh" for days.
+MAX_ACCESS_TOKEN_LIFETIME = 86400.0
 
 _GENERIC: dict[str, str] = {
     "invalid_client": (
-        "Xero rejected the client ID or client secret. Copy both again from " + MYAPPS + " "
+        "Xero rejected the client ID or client secret. Copy both again from " + MYAPPS_URL + " "
         "(a lost secret cannot be shown again: generate a new one there)."
     ),
     "invalid_scope": (
@@ -36,8 +40,9 @@ _GENERIC: dict[str, str] = {
         "scopes (the default); for an app created before then, switch on legacy scopes."
     ),
     "unauthorized_client": (
-        "Xero does not allow this app to sign in this way. Check the app type at " + MYAPPS + ": "
-        "a Web app needs a secret, a PKCE app has none, and a Custom connection uses no browser."
+        f"Xero does not allow this app to sign in this way. Check the app type at {MYAPPS_URL}: "
+        f"a {Kind.WEB.label} needs a secret, the “{Kind.PKCE.label}” type has none, and a "
+        f"{Kind.CUSTOM.label} uses no browser."
     ),
     "access_denied": "You cancelled in Xero, so no connection was made. Try again when ready.",
     "unsupported_grant_type": "Xero does not support this grant type for this app.",
@@ -90,16 +95,32 @@ def oauth_error(error: str, description: str | None, context: str) -> OAuthError
     return OAuthError(message, error, description)
 
 
+def _lifetime(expires_in: object) -> float:
+    """`expires_in` in seconds, or Xero's documented lifetime when it is missing or not usable.
+
+    Failing here instead would lose the tokens of a refresh, and with them the rotated refresh
+    token; a wrong lifetime costs at most one rejected call and a refresh.
+    """
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
+        return ACCESS_TOKEN_LIFETIME
+    try:
+        seconds = float(expires_in)
+    except ValueError:
+        return ACCESS_TOKEN_LIFETIME
+    if not math.isfinite(seconds) or seconds <= 0:
+        return ACCESS_TOKEN_LIFETIME
+    return min(seconds, MAX_ACCESS_TOKEN_LIFETIME)
+
+
 def tokens_from(body: Any, now: float | None = None) -> TokenSet:
     if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
         raise OAuthError("Xero's token answer had no access token.", "invalid_response")
-    expires_in = body.get("expires_in", 1800)
     scope = body.get("scope", "")
     refresh = body.get("refresh_token")
     id_token = body.get("id_token")
     return TokenSet(
         access_token=body["access_token"],
-        expires_at=(time.time() if now is None else now) + float(expires_in),
+        expires_at=(time.time() if now is None else now) + _lifetime(body.get("expires_in")),
         refresh_token=refresh if isinstance(refresh, str) and refresh else None,
         scopes=tuple(scope.split()) if isinstance(scope, str) else (),
         id_token=id_token if isinstance(id_token, str) else None,

@@ -20,26 +20,24 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, RadioButton, RadioSet, Static
 
-from xero_tui.core.models import Kind, default_scopes
+from xero_tui.core.models import MYAPPS_URL, Kind, default_scopes
 from xero_tui.widgets import CopyableValue, link_content
 
-MYAPPS_URL = "https://developer.xero.com/myapps"
 _URL = re.compile(r"https://[^\s)]+[^\s).,]")
 
-KIND_CHOICE = {
+# When to pick each type, shown for all of them whichever is chosen.
+KIND_WHY = {
     Kind.WEB: (
-        "Web app",
         "with a client secret; pick it for a job on a server you control, "
-        "where the secret can be kept.",
+        "where the secret can be kept."
     ),
     Kind.PKCE: (
-        "Mobile or desktop app",
-        "the PKCE type, no client secret; pick it when the secret could not be kept safe.",
+        "no client secret; pick it when the secret could not be kept safe. Xero's form may "
+        "call it “Mobile or desktop app”."
     ),
     Kind.CUSTOM: (
-        "Custom connection",
         "one organisation, no browser sign-in, the token comes from the secret; pick it for "
-        "a single organisation's own integration (a paid Xero feature).",
+        "a single organisation's own integration (a paid Xero feature)."
     ),
 }
 
@@ -57,14 +55,13 @@ class Step:
 
 def steps_for(kind: Kind, redirect_uri: str, scopes: Sequence[str] = ()) -> list[Step]:
     """The checklist for this app type, in the order Xero's pages ask for things."""
-    name, _ = KIND_CHOICE[kind]
     kinds = "\n".join(
-        f"{'▸' if k is kind else ' '} {label}: {why}" for k, (label, why) in KIND_CHOICE.items()
+        f"{'▸' if k is kind else ' '} {k.label}: {why}" for k, why in KIND_WHY.items()
     )
     steps = [
         Step(
             "login",
-            "Log in at developer.xero.com/myapps",
+            f"Log in at {MYAPPS_URL.removeprefix('https://')}",
             "Use the Xero login that should own the app.",
             "Page",
             MYAPPS_URL,
@@ -76,7 +73,7 @@ def steps_for(kind: Kind, redirect_uri: str, scopes: Sequence[str] = ()) -> list
             "A name you will recognise, e.g. “Acme nightly sync”. It may not contain the word "
             "“Xero”: Xero refuses such names.",
         ),
-        Step("type", f"Choose the integration type “{name}”", kinds),
+        Step("type", f"Choose the integration type “{kind.label}”", kinds),
         Step(
             "url",
             "Fill in the company or application URL",
