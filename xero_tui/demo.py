@@ -2,18 +2,23 @@
 
 Nothing here reaches Xero or the user's keyring: the endpoints point at an emulator on
 127.0.0.1, the config lives in a temporary directory and secrets go to a plain file inside it.
+The emulator takes any free port; the sign-in's redirect URI keeps the default port when it is
+free and moves to a free one when it is not, and the demo apps are registered with that URI.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from urllib.parse import urlsplit
 
 from xero_tui.core.config import Config, ConfigStore
 from xero_tui.core.endpoints import ENV_API, ENV_IDENTITY, ENV_LOGIN
-from xero_tui.core.models import Kind
+from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
 from xero_tui.core.paths import ENV_CONFIG_DIR, Paths
 from xero_tui.emulator import Emulator
 
@@ -21,12 +26,54 @@ DEMO_TENANTS = 4
 _ENV_NAMES = (ENV_CONFIG_DIR, ENV_LOGIN, ENV_IDENTITY, ENV_API)
 
 
+def _loopback_port_free(port: int) -> bool:
+    """Whether the sign-in's listener could bind `port`: on 127.0.0.1, and on ::1 if there is one."""
+    addresses = [(socket.AF_INET, "127.0.0.1")]
+    if socket.has_ipv6:
+        addresses.append((socket.AF_INET6, "::1"))
+    for family, host in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+            except OSError as exc:
+                if family == socket.AF_INET6 and exc.errno in (
+                    errno.EADDRNOTAVAIL,
+                    errno.EAFNOSUPPORT,
+                ):
+                    continue
+                return False
+    return True
+
+
+def demo_redirect_uri(preferred: str = DEFAULT_REDIRECT_URI) -> str:
+    """`preferred` if its port is free on loopback, else the same URI on a port that is."""
+    parts = urlsplit(preferred)
+    if parts.port is not None and _loopback_port_free(parts.port):
+        return preferred
+    for _ in range(20):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if _loopback_port_free(port):
+            host = parts.hostname or "localhost"
+            host = f"[{host}]" if ":" in host else host
+            return parts._replace(netloc=f"{host}:{port}").geturl()
+    raise OSError(errno.EADDRINUSE, "no free loopback port for the demo's redirect URI")
+
+
 @dataclass
 class DemoContext:
-    """A running emulator, its demo apps and the temporary config dir the app uses."""
+    """A running emulator, its demo apps and the temporary config dir the app uses.
+
+    `redirect_uri` is the one the demo apps are registered with: the default, or one on a free
+    port when another program holds the default port.
+    """
 
     emulator: Emulator
     config_dir: TemporaryDirectory[str]
+    redirect_uri: str = DEFAULT_REDIRECT_URI
     _saved_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
@@ -53,10 +100,14 @@ class DemoContext:
         return client.client_id, client.client_secret
 
     def approve(self, url: str) -> None:
-        """Answer the emulator's consent page as a user pressing Allow would (blocking)."""
+        """Answer the emulator's consent page as a user pressing Allow would (blocking).
+
+        Every organisation is ticked, so the picker that follows has several to choose from.
+        """
         from xero_tui.emulator.consent import answer_consent
 
-        answer_consent(url, follow_redirect=True)
+        tenant_ids = [tenant.tenant_id for tenant in self.emulator.tenants]
+        answer_consent(url, tenant_ids=tenant_ids, follow_redirect=True)
 
     def close(self) -> None:
         self.emulator.stop()
@@ -70,9 +121,19 @@ class DemoContext:
 
 def start_demo(tenants: int = DEMO_TENANTS) -> DemoContext:
     """Start the emulator on loopback and point this process at it and at a fresh config dir."""
+    redirect_uri = demo_redirect_uri()
     emulator = Emulator(tenants=tenants).start()
+    # The default stays registered too, for a form that still shows it once its port is free.
+    redirect_uris = tuple(dict.fromkeys((redirect_uri, DEFAULT_REDIRECT_URI)))
+    for client in (emulator.web_client, emulator.pkce_client):
+        emulator.register_client(client.client_id, client.client_secret, client.kind, redirect_uris)
     config_dir = TemporaryDirectory(prefix="xero-tui-demo-")
-    context = DemoContext(emulator, config_dir, {name: os.environ.get(name) for name in _ENV_NAMES})
+    context = DemoContext(
+        emulator,
+        config_dir,
+        redirect_uri,
+        {name: os.environ.get(name) for name in _ENV_NAMES},
+    )
     os.environ.update(emulator.env)
     os.environ[ENV_CONFIG_DIR] = config_dir.name
 

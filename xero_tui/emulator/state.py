@@ -174,9 +174,9 @@ class EmulatorState:
             raise ValueError("client_id cannot be empty")
         if kind.has_secret != (client_secret is not None):
             need = "needs" if kind.has_secret else "cannot have"
-            raise ValueError(f"a {kind.label} {need} a client secret")
+            raise ValueError(f"an app of type “{kind.label}” {need} a client secret")
         if kind.uses_browser and not redirect_uris:
-            raise ValueError(f"a {kind.label} needs at least one redirect URI")
+            raise ValueError(f"an app of type “{kind.label}” needs at least one redirect URI")
         with self._lock:
             # Re-registering (say, to add a redirect URI) keeps the app's name unless given.
             previous = self._clients.get(client_id)

@@ -29,6 +29,7 @@ from xero_tui.core.errors import (
     ConsentCancelled,
     ConsentTimeout,
     OAuthError,
+    PortInUse,
 )
 from xero_tui.core.models import MYAPPS_URL
 from xero_tui.core.secrets import ProbeResult
@@ -201,7 +202,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         try:
             attempt = await self.service.begin_consent(self.draft, timeout=self.timeout, env=env)
         except Exception as exc:
-            self._fail(error_sentence(exc))
+            self._fail(self._begin_error(exc))
             return
         self.attempt = attempt
         outcome: ConsentOutcome | None = None
@@ -248,6 +249,17 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         from xero_tui.app import XeroTuiApp
 
         return self.app.consent_guard() if isinstance(self.app, XeroTuiApp) else nullcontext()
+
+    def _begin_error(self, exc: Exception) -> str:
+        sentence = error_sentence(exc)
+        # In the demo, the port can be worked around without leaving the app.
+        demo_uri = self.demo.redirect_uri if self.demo is not None else self.draft.redirect_uri
+        if isinstance(exc, PortInUse) and demo_uri != self.draft.redirect_uri:
+            sentence += (
+                f" The demo apps also accept {demo_uri}, on a free port: put it in the form's "
+                "Redirect URI."
+            )
+        return sentence
 
     def _callback_error(self, exc: OAuthError) -> str:
         """Xero's `error=` answer, as a sentence that says what to do."""
