@@ -925,8 +925,9 @@ def test_reset_fault_closes_without_processing(emulator: Emulator) -> None:
     assert emulator.current_refresh_token(emulator.web_client.client_id) == tokens["refresh_token"]
     assert emulator.stats.refreshes == 0
     emulator.inject("authorize", "reset")
-    with pytest.raises(httpx.TransportError):
+    with pytest.raises(ConsentError, match="could not reach the consent page") as caught:
         answer_consent(authorize_url(emulator, emulator.web_client))
+    assert isinstance(caught.value.__cause__, httpx.TransportError)
 
 
 def test_drop_after_fault_rotates_before_the_socket_closes(emulator: Emulator) -> None:
@@ -1163,3 +1164,11 @@ def test_serve_reports_a_taken_port_and_no_tenants() -> None:
         assert caught.value.errno == errno.EADDRINUSE
     with pytest.raises(ValueError, match="at least one organisation"):
         serve(0, 0, out=io.StringIO())
+
+
+def test_a_consent_page_that_cannot_be_reached_is_a_consent_error() -> None:
+    with Emulator() as emu:
+        url = authorize_url(emu, emu.web_client)
+    with pytest.raises(ConsentError) as caught:
+        answer_consent(url)
+    assert caught.value.message.startswith("could not reach the consent page: ")

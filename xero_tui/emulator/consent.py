@@ -97,8 +97,19 @@ def answer_consent(
     `code` and `state`, or with `error`. With `follow_redirect`, also open that URL, as a
     browser would, which delivers it to the app's loopback listener.
 
-    Raises ConsentError with Xero's message when the page is an error page.
+    Raises ConsentError with Xero's message when the page is an error page, and with a sentence
+    when the page cannot be reached.
     """
+    try:
+        return _answer(authorize_url, allow, tenant_ids, follow_redirect)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConsentError(f"could not reach the consent page: {reason}") from exc
+
+
+def _answer(
+    authorize_url: str, allow: bool, tenant_ids: list[str] | None, follow_redirect: bool
+) -> str:
     with httpx.Client(
         verify=_tls(), timeout=TIMEOUT, follow_redirects=False, trust_env=False
     ) as client:
