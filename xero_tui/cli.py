@@ -237,7 +237,7 @@ def _iso(ts: datetime | float | None) -> str | None:
 def cmd_list(args: argparse.Namespace) -> int:
     svc = _service(args)
     config = svc.load()
-    storage = "file" if args.insecure_storage or config.secret_storage == "file" else "keyring"
+    storage = svc.storage_kind(config)
     rows = [
         {
             "name": c.name,
@@ -397,9 +397,13 @@ def cmd_remove(args: argparse.Namespace) -> int:
     import asyncio
 
     svc = _service(args)
-    summary = asyncio.run(svc.remove(args.name, disconnect=args.disconnect, revoke=args.revoke))
-    print(summary)
-    return EXIT_OK
+    removal = asyncio.run(svc.removal(args.name, disconnect=args.disconnect, revoke=args.revoke))
+    print(removal.done_text)
+    for missed in removal.not_done:
+        _err(f"xero-tui: {missed}.")
+    if not removal.not_done:
+        return EXIT_OK
+    return EXIT_NEEDS_RECONNECT if removal.needs_reconnect else EXIT_ERROR
 
 
 # connect ------------------------------------------------------------------------------------
@@ -572,14 +576,10 @@ def _choose(
     tenants = outcome.ordered()
     if not tenants:
         raise UsageError("Xero lists no organisations for this app; nothing to save.")
+    from xero_tui.core.service import connection_names, renewed_pairs
+
     if renewing:
-        config = svc.load()
-        by_id = {t.tenant_id: t for t in tenants}
-        chosen = [
-            (name, by_id[config.connections[name].tenant_id])
-            for name in renewing
-            if config.connections[name].tenant_id in by_id
-        ]
+        chosen = renewed_pairs(svc.load(), renewing, tenants)
         if not chosen:
             raise UsageError(
                 "This consent did not include the organisation of "
@@ -605,9 +605,7 @@ def _choose(
             picked = tenants
         if not picked:
             picked = _ask_tenants(tenants)
-    if len(picked) == 1:
-        return [(args.name, picked[0])]
-    return [(f"{args.name} - {t.tenant_name}", t) for t in picked]
+    return connection_names(args.name, picked)
 
 
 def _ask_tenants(tenants: list[Tenant]) -> list[Tenant]:

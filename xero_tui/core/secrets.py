@@ -46,6 +46,7 @@ CHOICES = (
 )
 _FILE_SCHEMA = 1
 T = TypeVar("T")
+StorageKind = Literal["keyring", "file"]
 
 
 def client_secret_key(client_id: str) -> str:
@@ -112,7 +113,7 @@ def _scrub(text: str, hide: Iterable[str]) -> str:
 class SecretStore(ABC):
     """Where secrets live; `description` is what every screen and `status` shows."""
 
-    kind: Literal["keyring", "file"]
+    kind: StorageKind
 
     @property
     @abstractmethod
@@ -143,6 +144,16 @@ class SecretStore(ABC):
         """Several values at once; stores that pay per call override this."""
         return {key: self.get(key) for key in keys}
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove several keys; stores that pay per call override this."""
+        for key in keys:
+            self.delete(key)
+
+    def put_many(self, values: dict[str, str]) -> None:
+        """Save several values and read them back; raises StorageError naming one not kept."""
+        for key, value in values.items():
+            self._put_checked(key, value)
+
     def get_tokens(self, grant_id: str) -> TokenSet | None:
         return self._tokens(grant_id, self.get(grant_key(grant_id)))
 
@@ -160,6 +171,15 @@ class SecretStore(ABC):
         values = self.get_many(keys)
         secret = values[keys[1]] if client_id is not None else None
         return self._tokens(grant_id, values[keys[0]]), secret
+
+    def get_tokens_and_secrets(
+        self, grant_ids: list[str], client_ids: list[str]
+    ) -> tuple[dict[str, TokenSet | None], dict[str, str | None]]:
+        """Several grants' tokens and several apps' client secrets, in one read."""
+        keys = [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
+        values = self.get_many(keys)
+        tokens = {g: self._tokens(g, values[grant_key(g)]) for g in grant_ids}
+        return tokens, {c: values[client_secret_key(c)] for c in client_ids}
 
     def _tokens(self, grant_id: str, value: str | None) -> TokenSet | None:
         if value is None:
@@ -280,7 +300,7 @@ def unusable_reason(backend: KeyringBackend) -> str | None:
 class KeyringStore(SecretStore):
     """Secrets in the system keyring; every call gives up after `timeout` seconds."""
 
-    kind: Literal["keyring", "file"] = "keyring"
+    kind: StorageKind = "keyring"
 
     def __init__(
         self,
@@ -367,13 +387,20 @@ class KeyringStore(SecretStore):
         self._call("save", key, write, _hidden_parts(value))
 
     def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def delete_many(self, keys: list[str]) -> None:
+        if not keys:
+            return
+
         def remove(backend: KeyringBackend) -> None:
             from keyring.errors import PasswordDeleteError
 
-            with contextlib.suppress(PasswordDeleteError):  # already gone
-                backend.delete_password(self.service, key)
+            for key in keys:
+                with contextlib.suppress(PasswordDeleteError):  # already gone
+                    backend.delete_password(self.service, key)
 
-        self._call("delete", key, remove, [])
+        self._call("delete", keys[0] if len(keys) == 1 else f"{len(keys)} keys", remove, [])
 
 
 @dataclass(frozen=True)
@@ -447,7 +474,7 @@ def probe_keyring(
 class FileStore(SecretStore):
     """Secrets in `secrets.toml`, 0600 in a 0700 dir, for when no keyring can be used (opt-in)."""
 
-    kind: Literal["keyring", "file"] = "file"
+    kind: StorageKind = "file"
 
     def __init__(self, paths: Paths, lock_timeout: float = 10.0) -> None:
         self.paths = paths
@@ -547,11 +574,35 @@ class FileStore(SecretStore):
         self._modify(put)
 
     def delete(self, key: str) -> None:
-        def remove(table: dict[str, str]) -> None:
-            table.pop(key, None)
+        self.delete_many([key])
 
-        if self.path.exists():
+    def delete_many(self, keys: list[str]) -> None:
+        def remove(table: dict[str, str]) -> None:
+            for key in keys:
+                table.pop(key, None)
+
+        if keys and self.path.exists():
             self._modify(remove)
+
+    def put_many(self, values: dict[str, str]) -> None:
+        # One locked write and one read-back for all of them, not one of each per value.
+        if values:
+            self._modify(lambda table: table.update(values))
+        kept = self._read()
+        for key, value in values.items():
+            if kept.get(key) != value:
+                raise self._not_kept(key)
+
+
+def storage_kind(secret_storage: str, *, insecure: bool = False) -> StorageKind:
+    """Where secrets live for these settings: the one place that decides "file or keyring"."""
+    if insecure or secret_storage == "file":
+        return "file"
+    if secret_storage == "keyring":
+        return "keyring"
+    raise StorageError(
+        f'Unknown secret storage "{clean_text(secret_storage, 40)}": use "keyring" or "file".'
+    )
 
 
 def open_store(
@@ -562,10 +613,6 @@ def open_store(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> SecretStore:
     """The store the settings ask for; does not probe the keyring (callers do, before consent)."""
-    if insecure or secret_storage == "file":
+    if storage_kind(secret_storage, insecure=insecure) == "file":
         return FileStore(paths)
-    if secret_storage == "keyring":
-        return KeyringStore(timeout)
-    raise StorageError(
-        f'Unknown secret storage "{clean_text(secret_storage, 40)}": use "keyring" or "file".'
-    )
+    return KeyringStore(timeout)

@@ -6,6 +6,7 @@ file locks, config writes) runs in threads with timeouts of their own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -38,7 +39,17 @@ from xero_tui.core.models import (
     TokenSet,
 )
 from xero_tui.core.paths import Paths
-from xero_tui.core.secrets import ProbeResult, SecretStore, open_store, probe_keyring
+from xero_tui.core.secrets import (
+    FileStore,
+    ProbeResult,
+    SecretStore,
+    StorageKind,
+    client_secret_key,
+    grant_key,
+    open_store,
+    probe_keyring,
+    storage_kind,
+)
 
 # Consent, refresh and HTTP modules are imported where they are used: a cached `token` needs
 # none of them, nor asyncio, and importing them would double that command's time.
@@ -112,7 +123,10 @@ class Health:
     storage: str
     access_expires_at: float | None
     refresh_age_days: float | None
+    # The grant's tokens are not in the secret store: only a reconnect brings new ones.
     secret_missing: bool = False
+    # The app's client secret is not in the secret store: it has to be entered again.
+    client_secret_missing: bool = False
 
     @property
     def refresh_days_left(self) -> float | None:
@@ -122,13 +136,50 @@ class Health:
 
     @property
     def label(self) -> str:
+        if self.secret_missing:
+            return "tokens missing: reconnect"
         if self.connection.status is Status.NEEDS_RECONNECT:
             return "needs reconnect"
-        if self.secret_missing:
-            return "secret missing"
+        if self.client_secret_missing:
+            return "client secret missing: enter it again"
         if self.refresh_age_days is not None and self.refresh_age_days > REFRESH_TOKEN_WARN_DAYS:
             return f"refresh token unused {self.refresh_age_days:.0f} days"
         return "ok"
+
+
+@dataclass(frozen=True)
+class StorageMove:
+    """What switching to the plain-file store did with the secrets already saved."""
+
+    moved: int
+    # Connections whose tokens stayed behind (the keyring did not give them): reconnect them.
+    reconnect: tuple[str, ...] = ()
+    # Connections whose app's client secret stayed behind: enter it again.
+    reenter_secret: tuple[str, ...] = ()
+    keyring_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What removing a connection did, and what it was asked to do at Xero but could not."""
+
+    name: str
+    done: tuple[str, ...] = ()
+    not_done: tuple[str, ...] = ()
+    # Something asked for was skipped because the grant no longer works.
+    needs_reconnect: bool = False
+
+    @property
+    def done_text(self) -> str:
+        return f"Removed {self.name!r}" + (": " + "; ".join(self.done) + "." if self.done else ".")
+
+    @property
+    def summary(self) -> str:
+        return " ".join([self.done_text, *(_sentence(n) for n in self.not_done)])
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 @dataclass
@@ -224,23 +275,81 @@ class Service:
             )
         return self._secrets
 
+    def storage_kind(self, config: Config | None = None) -> StorageKind:
+        """Where secrets live ("file" or "keyring"), from the settings alone: no keyring call."""
+        config = config or self.load()
+        return storage_kind(config.secret_storage, insecure=self.insecure_storage)
+
     def uses_file_storage(self) -> bool:
-        return self.insecure_storage or self.load().secret_storage == "file"
+        return self.storage_kind() == "file"
+
+    def storage_summary(self, config: Config | None = None) -> str:
+        """Where secrets live, in words, without asking the keyring anything."""
+        if self.storage_kind(config) == "file":
+            return f"plain file {self.paths.secrets_file}"
+        return "keyring"
 
     async def probe_storage(self) -> ProbeResult:
         """Check that secrets can be kept before a consent is spent on it."""
-        if self.uses_file_storage():
-            return ProbeResult(True, self.secrets.description, "Secrets go to a plain file.")
-        return await _in_thread(probe_keyring)
 
-    def use_file_storage(self) -> None:
-        """The user's opt-in to the plain-file store, remembered in the config."""
+        def probe() -> ProbeResult:
+            if self.uses_file_storage():
+                return ProbeResult(True, self.secrets.description, "Secrets go to a plain file.")
+            return probe_keyring()
 
-        def change(config: Config) -> None:
-            config.secret_storage = "file"
+        return await _in_thread(probe)
+
+    def use_file_storage(self) -> StorageMove:
+        """The user's opt-in to the plain-file store, remembered in the config. Blocking.
+
+        The secrets already saved move with it: each is read from the keyring where it can be,
+        written to the file and read back, and only then does the config say "file". What the
+        keyring would not give (usually why the user is switching) stays behind; the connections
+        that need it are kept and say what to do: reconnect, or enter the client secret again.
+        """
+        config = self.load()
+        source = self._secrets_for(config)
+        target = FileStore(self.paths)
+        grant_ids = sorted({c.grant_id for c in config.connections.values()} | set(config.grants))
+        client_ids = sorted({c.client_id for c in config.connections.values() if c.kind.has_secret})
+        keys = [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
+        found: dict[str, str | None] = {}
+        problem = None
+        if source.kind == "keyring" and keys:
+            try:
+                found = source.get_many(keys)
+            except StorageError as exc:
+                problem = str(exc)
+        moving = {key: value for key, value in found.items() if value is not None}
+        target.put_many(moving)
+        kept = target.get_many(keys)
+        missing = {key for key in keys if kept[key] is None}
+        reconnect = sorted(
+            c.name for c in config.connections.values() if grant_key(c.grant_id) in missing
+        )
+        reenter = sorted(
+            c.name
+            for c in config.connections.values()
+            if c.kind.has_secret
+            and client_secret_key(c.client_id) in missing
+            and c.name not in reconnect
+        )
+        gone = set(reconnect)
+
+        def change(cfg: Config) -> None:
+            cfg.secret_storage = "file"
+            for conn in cfg.connections.values():
+                if conn.name in gone:
+                    conn.status = Status.NEEDS_RECONNECT
 
         self.store.update(change)
-        self._secrets = None
+        self._secrets = target
+        if moving and source.kind == "keyring":
+            # Moved, not copied: a second live copy would be refreshed apart from this one and
+            # each would break the other. The file is the copy in use; this is tidying only.
+            with contextlib.suppress(StorageError):
+                source.delete_many(list(moving))
+        return StorageMove(len(moving), tuple(reconnect), tuple(reenter), problem)
 
     def connection(self, name: str, config: Config | None = None) -> Connection:
         config = config or self.load()
@@ -457,6 +566,17 @@ class Service:
 
     async def access_token(self, name: str, *, force: bool = False) -> tuple[Connection, TokenSet]:
         """A valid access token for a connection, refreshing (single-flight) when needed."""
+        # Nearly every call ends in a request to Xero (a refresh, or the caller's own): start on
+        # its TLS context now, so that it overlaps with the config, the keyring and the lock.
+        from xero_tui.core.http import start_tls_context
+
+        start_tls_context()
+        config, conn, grant = await _in_thread(self._grant_of, name)
+        tokens = await self._refresh_if_needed(config, conn, grant, force)
+        return conn, tokens
+
+    def _grant_of(self, name: str) -> tuple[Config, Connection, Grant]:
+        """Blocking. The config, the connection and its grant, with the secret store opened."""
         config = self.load()
         conn = self.connection(name, config)
         grant = config.grants.get(conn.grant_id)
@@ -467,13 +587,7 @@ class Service:
                 "missing_grant",
             )
         self._secrets_for(config)
-        # Nearly every call ends in a request to Xero (a refresh, or the caller's own): start on
-        # its TLS context now, so that it overlaps with the keyring and the lock.
-        from xero_tui.core.http import start_tls_context
-
-        start_tls_context()
-        tokens = await self._refresh_if_needed(config, conn, grant, force)
-        return conn, tokens
+        return config, conn, grant
 
     def cached_token(self, name: str) -> tuple[Connection, TokenSet] | None:
         """The stored access token while it is fresh, read without an event loop; else None.
@@ -516,7 +630,7 @@ class Service:
                 try:
                     fresh = await self._refresh(conn, grant, stored, secret)
                 except NeedsReconnect:
-                    self._mark(grant.grant_id, Status.NEEDS_RECONNECT)
+                    await _in_thread(self._mark, grant.grant_id, Status.NEEDS_RECONNECT)
                     raise
                 await _in_thread(self.secrets.put_tokens, grant.grant_id, fresh)
                 return fresh
@@ -530,7 +644,7 @@ class Service:
         fresh = await asyncio.shield(asyncio.ensure_future(renew()))
         stamp = now_utc()
         if not _refresh_recorded(config, grant.grant_id, stamp):
-            self._mark(grant.grant_id, Status.OK, refreshed=stamp)
+            await _in_thread(self._mark, grant.grant_id, Status.OK, stamp)
         return fresh
 
     def _lock_for_refresh(
@@ -625,14 +739,17 @@ class Service:
         now = time.time()
         conns = [self.connection(name, config) for name in wanted]
         grant_ids = list(dict.fromkeys(c.grant_id for c in conns))
+        client_ids = list(dict.fromkeys(c.client_id for c in conns if c.kind.has_secret))
+        stored: dict[str, TokenSet | None] = {}
+        secrets: dict[str, str | None] = {}
         if read_secrets:
-            storage = self.secrets.description
-            # One read per grant, not per connection (a consent often covers many), in one call.
-            stored = self.secrets.get_many_tokens(grant_ids)
+            store = self._secrets_for(config)
+            storage = store.description
+            # One read per grant and per app, not per connection (a consent often covers
+            # many), all in one call.
+            stored, secrets = store.get_tokens_and_secrets(grant_ids, client_ids)
         else:
-            file = self.insecure_storage or config.secret_storage == "file"
-            storage = f"plain file {self.paths.secrets_file}" if file else "keyring"
-            stored = {}
+            storage = self.storage_summary(config)
         for conn in conns:
             grant = config.grants.get(conn.grant_id)
             tokens = stored.get(conn.grant_id)
@@ -648,6 +765,9 @@ class Service:
                     access_expires_at=tokens.expires_at if tokens else None,
                     refresh_age_days=age,
                     secret_missing=read_secrets and tokens is None,
+                    client_secret_missing=read_secrets
+                    and conn.kind.has_secret
+                    and secrets.get(conn.client_id) is None,
                 )
             )
         return out
@@ -678,7 +798,7 @@ class Service:
         try:
             conn, tokens, org = await self._with_token(name, organisation)
         except TenantNotConnected:
-            self._mark_one(name, Status.NEEDS_RECONNECT)
+            await _in_thread(self._mark_one, name, Status.NEEDS_RECONNECT)
             raise
         return TestResult(conn, org, tokens.expires_at)
 
@@ -699,49 +819,85 @@ class Service:
         self.store.update(change)
 
     async def remove(self, name: str, *, disconnect: bool = False, revoke: bool = False) -> str:
+        """`removal`, as one sentence for a screen: what was done, and what could not be."""
+        return (await self.removal(name, disconnect=disconnect, revoke=revoke)).summary
+
+    async def removal(
+        self, name: str, *, disconnect: bool = False, revoke: bool = False
+    ) -> Removal:
         """Delete a saved connection; optionally disconnect its organisation and revoke the grant.
 
-        Returns a sentence saying what was done at Xero. Revoking happens only when no other
-        saved connection shares the grant (revoking would break them too).
+        Revoking happens only when no other saved connection shares the grant (revoking would
+        break them too). What was asked for at Xero and could not be done is said, not skipped.
         """
-        config = self.load()
+        config = await _in_thread(self.load)
         conn = self.connection(name, config)
         sharing = [
             c.name
             for c in config.connections.values()
             if c.grant_id == conn.grant_id and c is not conn
         ]
+        revoking = revoke and not sharing
         done: list[str] = []
-        if (disconnect or revoke) and conn.status is not Status.NEEDS_RECONNECT:
+        not_done: list[str] = []
+        stale = False
+        if (disconnect or revoking) and conn.status is Status.NEEDS_RECONNECT:
+            stale = True
+            not_done += _not_reached(
+                conn, disconnect, revoking, f"{name!r} needs reconnecting, so no token reaches Xero"
+            )
+        elif disconnect or revoking:
             try:
-                done += await self._disconnect_at_xero(conn, disconnect, revoke and not sharing)
+                reached, missed = await self._disconnect_at_xero(conn, disconnect, revoking)
             except NeedsReconnect:
-                done.append("the grant was already gone at Xero")
+                stale = True
+                not_done += _not_reached(
+                    conn, disconnect, False, "Xero no longer accepts the grant"
+                )
+                if revoking:
+                    done.append("the grant was already gone at Xero")
+            else:
+                done += reached
+                not_done += missed
         if revoke and sharing:
             done.append(f"the grant was kept for {', '.join(sorted(sharing))}")
+        await _in_thread(self._forget, conn)
+        return Removal(name, tuple(done), tuple(not_done), stale)
+
+    def _forget(self, conn: Connection) -> None:
+        """Blocking. Drop the connection, then the secrets nothing saved uses any more."""
         orphans: list[str] = []
 
-        def change(cfg: Config) -> None:
-            cfg.connections.pop(name, None)
+        def change(cfg: Config) -> Config:
+            cfg.connections.pop(conn.name, None)
             orphans.extend(_drop_unused_grants(cfg))
+            return cfg
 
-        self.store.update(change)
+        remaining = self.store.update(change)
+        secrets = self._secrets_for(remaining)
         for grant_id in orphans:
-            await _in_thread(self.secrets.delete_tokens, grant_id)
-        remaining = self.load()
+            secrets.delete_tokens(grant_id)
         if not any(c.client_id == conn.client_id for c in remaining.connections.values()):
-            await _in_thread(self.secrets.delete_client_secret, conn.client_id)
-        summary = f"Removed {name!r}"
-        return summary + (": " + "; ".join(done) + "." if done else ".")
+            secrets.delete_client_secret(conn.client_id)
 
     async def _disconnect_at_xero(
         self, conn: Connection, disconnect: bool, revoke: bool
-    ) -> list[str]:
+    ) -> tuple[list[str], list[str]]:
+        """What was done at Xero, and what could not be (each a phrase)."""
         _, tokens = await self.access_token(conn.name)
-        done = []
+        done: list[str] = []
+        not_done: list[str] = []
         async with self._client() as xero:
-            if disconnect and conn.connection_id:
-                gone = await xero.delete_connection(tokens.access_token, conn.connection_id)
+            if disconnect:
+                connection_id = conn.connection_id
+                if not connection_id:
+                    # Saved without Xero's id for it: Xero's list for this grant has it.
+                    listed = await xero.connections(tokens.access_token)
+                    match = [t for t in listed if t.tenant_id == conn.tenant_id]
+                    connection_id = match[0].connection_id if match else None
+                gone = False
+                if connection_id:
+                    gone = await xero.delete_connection(tokens.access_token, connection_id)
                 done.append(
                     f"disconnected {conn.tenant_name} at Xero"
                     if gone
@@ -753,7 +909,28 @@ class Service:
                     secret = await _in_thread(self.secrets.get_client_secret, conn.client_id)
                 await xero.revoke(conn.client_id, secret, tokens.refresh_token)
                 done.append("revoked the grant")
-        return done
+            elif revoke:
+                not_done.append(
+                    "the grant was not revoked: a custom connection has no refresh token to "
+                    "revoke; --disconnect (or removing the connection at Xero) ends its access"
+                )
+        return done, not_done
+
+
+def _not_reached(conn: Connection, disconnect: bool, revoke: bool, why: str) -> list[str]:
+    """What a removal could not do at Xero, and what the user can do instead."""
+    out = []
+    if disconnect:
+        out.append(
+            f"{conn.tenant_name} was not disconnected at Xero ({why}); if Xero still lists this "
+            f"app for {conn.tenant_name}, disconnect it there (Settings, Connected apps)"
+        )
+    if revoke:
+        out.append(
+            f"the grant was not revoked ({why}); if it still works elsewhere, revoke it at Xero "
+            "by disconnecting the app there"
+        )
+    return out
 
 
 def _refresh_recorded(config: Config, grant_id: str, stamp: datetime) -> bool:
@@ -785,6 +962,27 @@ def reconnect_names(config: Config, name: str) -> list[str]:
     """The connections a reconnect of `name` renews: every one sharing its grant."""
     conn = config.connections[name]
     return [c.name for c in config.connections.values() if c.grant_id == conn.grant_id]
+
+
+def renewed_pairs(
+    config: Config, renewing: Iterable[str], tenants: Iterable[Tenant]
+) -> list[tuple[str, Tenant]]:
+    """Which saved connection each organisation of a new grant replaces in a reconnect: every
+    renewed name whose organisation the grant reaches stays on that organisation."""
+    by_id = {t.tenant_id: t for t in tenants}
+    return [
+        (name, by_id[config.connections[name].tenant_id])
+        for name in renewing
+        if name in config.connections and config.connections[name].tenant_id in by_id
+    ]
+
+
+def connection_names(name: str, tenants: Sequence[Tenant]) -> list[tuple[str, Tenant]]:
+    """One connection per organisation: the plain name for one, `NAME - Organisation` for more."""
+    name = name.strip()
+    if len(tenants) == 1:
+        return [(name, tenants[0])]
+    return [(f"{name} - {t.tenant_name}", t) for t in tenants]
 
 
 def clone_draft(conn: Connection, secret: str | None) -> ConnectionDraft:
