@@ -8,7 +8,7 @@ and reconnects one (a new sign-in that replaces the connections sharing its gran
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
@@ -36,7 +36,13 @@ from xero_tui.core.models import (
     Tenant,
     default_scopes,
 )
-from xero_tui.core.service import ConnectionDraft, ConsentOutcome, reconnect_names
+from xero_tui.core.service import (
+    ConnectionDraft,
+    ConsentOutcome,
+    connection_names,
+    reconnect_names,
+    renewed_pairs,
+)
 from xero_tui.core.validate import check_client_id, check_name, check_redirect_uri
 from xero_tui.screens import PaletteCommand, error_sentence
 from xero_tui.screens.confirm import YesNoScreen
@@ -55,13 +61,8 @@ LABELS = {
     "organisation": "Organisation",
 }
 
-
-def connection_names(name: str, tenants: Sequence[Tenant]) -> list[tuple[str, Tenant]]:
-    """One connection per organisation: the plain name for one, `Name - Organisation` for more."""
-    name = name.strip()
-    if len(tenants) == 1:
-        return [(name, tenants[0])]
-    return [(f"{name} - {t.tenant_name}", t) for t in tenants]
+# The fields a sign-in (or a checked token) was made with: editing one voids it.
+DRAFT_FIELDS = ("client-id", "client-secret", "redirect-uri", "scopes")
 
 
 class FormScreen(Screen[list[Connection] | None]):
@@ -100,6 +101,10 @@ class FormScreen(Screen[list[Connection] | None]):
         self._token_from_us = False
         self._pasted_token = False
         self._loaded_secret: str | None = None
+        # Checking a pasted refresh token uses it: Xero answers with a new one, and the pasted
+        # one stops working 30 minutes later. Until it is saved, this form holds the only copy.
+        self._rotated: str | None = None
+        self._checking = False
 
     # Layout ------------------------------------------------------------------------------------
 
@@ -256,6 +261,10 @@ class FormScreen(Screen[list[Connection] | None]):
         if problems:
             field, sentence = next(iter(problems.items()))
             raise UsageError(f"{LABELS[field]}: {sentence}")
+        return self._fields_draft()
+
+    def _fields_draft(self) -> ConnectionDraft:
+        """The app as the fields describe it right now, checked or not."""
         kind = self.kind
         return ConnectionDraft(
             kind=kind,
@@ -305,12 +314,14 @@ class FormScreen(Screen[list[Connection] | None]):
         problems = {f: p for f in fields if (p := self._check(f)) is not None}
         if not saving:
             return problems
-        if self.existing is not None and self.outcome is None:
+        unchecked = self._pasted_token and self.kind.uses_browser
+        if self.existing is not None and self.outcome is None and not unchecked:
             return problems
         if self.kind.uses_browser and self.outcome is None:
             problems["refresh-token"] = (
-                "Press enter in the field to check the pasted token with Xero."
-                if self._value("refresh-token")
+                "Press enter in the field, or ctrl+s once the other fields are right, to check "
+                "the pasted token with Xero (Xero then replaces it with a new one)."
+                if unchecked
                 else "Press ctrl+g (Generate) to sign in to Xero, or paste a refresh token."
             )
         if not self.chosen:
@@ -393,9 +404,8 @@ class FormScreen(Screen[list[Connection] | None]):
             self._pasted_token = bool(event.value.strip())
             self._forget_outcome(None)
             return
-        draft = self.outcome_draft
-        if field == "client-id" and draft is not None and event.value.strip() != draft.client_id:
-            self._forget_outcome("The client ID changed")
+        if field in DRAFT_FIELDS and self._draft_changed():
+            self._forget_outcome(f"The {LABELS[field]} changed")
         if field == "name":
             self._show_organisations()
         # Only complain about what was typed; an empty field is reported on Save.
@@ -406,14 +416,10 @@ class FormScreen(Screen[list[Connection] | None]):
     @on(Input.Submitted)
     def _input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "refresh-token" and self._pasted_token:
-            self.check_pasted_token()
+            if not self._still_checking():
+                self.check_pasted_token()
         else:
             self.focus_next()
-
-    @on(Input.Blurred, "#refresh-token")
-    def _token_blurred(self) -> None:
-        if self._pasted_token and self.outcome is None:
-            self.check_pasted_token()
 
     @on(Select.Changed, "#reuse")
     def _reuse_chosen(self, event: Select.Changed) -> None:
@@ -437,19 +443,33 @@ class FormScreen(Screen[list[Connection] | None]):
             self.kind = kind
             self._apply_kind()
 
+    def _draft_changed(self) -> bool:
+        """Whether the fields no longer describe the app the sign-in was made with."""
+        return self.outcome_draft is not None and self._fields_draft() != self.outcome_draft
+
     def _forget_outcome(self, reason: str | None) -> None:
-        """A sign-in belongs to one client ID and app type; edits to those void it."""
+        """A sign-in belongs to the app's type, client ID, secret, redirect URI and scopes;
+        edits to those void it."""
         if self.outcome is None:
             return
         had_token = self.outcome_draft is not None and self.kind.uses_browser
+        rotated = self._rotated is not None and self.outcome.tokens.refresh_token == self._rotated
         self.outcome = None
         self.outcome_draft = None
         self.chosen = []
-        if reason and had_token and not self._pasted_token:
+        if rotated:
+            # The only live copy of the token: it stays, to be checked again with the new details.
+            self._pasted_token = True
+        elif reason and had_token and not self._pasted_token:
             self._token_from_us = bool(self._value("refresh-token"))
             self._set_value("refresh-token", "")
         self._show_organisations()
-        if reason:
+        if reason and rotated:
+            self._say(
+                f"{reason}, so the checked token must be checked again: press enter in the "
+                "Refresh Token field, or ctrl+s."
+            )
+        elif reason:
             self._say(f"{reason}, so the sign-in no longer applies: Generate again.")
         self.refresh_bindings()
 
@@ -479,12 +499,7 @@ class FormScreen(Screen[list[Connection] | None]):
             config = self.service.load()
         except XeroTuiError:
             return []
-        by_id = {t.tenant_id: t for t in self.chosen}
-        return [
-            (name, by_id[config.connections[name].tenant_id])
-            for name in self.renewing
-            if name in config.connections and config.connections[name].tenant_id in by_id
-        ]
+        return renewed_pairs(config, self.renewing, self.chosen)
 
     # Loading a saved connection ----------------------------------------------------------------
 
@@ -530,12 +545,23 @@ class FormScreen(Screen[list[Connection] | None]):
             return self.kind.has_secret or self.kind.uses_browser
         return True
 
+    def _still_checking(self) -> bool:
+        """Whether a token check is under way; it must finish, so other actions wait for it."""
+        if self._checking:
+            self._say(
+                "Xero is checking the pasted token and will answer with a new one that only "
+                "this form can keep: wait for it, then save.",
+                error=True,
+            )
+        return self._checking
+
     def action_generate(self) -> None:
-        self.generate()
+        if not self._still_checking():
+            self.generate()
 
     @on(Button.Pressed, "#generate")
     def _generate_pressed(self) -> None:
-        self.generate()
+        self.action_generate()
 
     @work(exclusive=True, group="generate", exit_on_error=False)
     async def generate(self) -> None:
@@ -650,8 +676,12 @@ class FormScreen(Screen[list[Connection] | None]):
         await self._choose_organisations()
 
     @work(exclusive=True, group="generate", exit_on_error=False)
-    async def check_pasted_token(self) -> None:
-        """A refresh token from another tool: using it proves it works (and rotates it)."""
+    async def check_pasted_token(self, then_save: bool = False) -> None:
+        """A refresh token from another tool: using it proves it works (and rotates it).
+
+        Only an explicit action (enter in the field, or Save) runs this: the new token Xero
+        answers with must reach the secret store, and the pasted one dies 30 minutes later.
+        """
         token = self._value("refresh-token")
         try:
             draft = self._draft()
@@ -660,15 +690,27 @@ class FormScreen(Screen[list[Connection] | None]):
             self._say(f"Checking the token needs the app's details first. {exc}", error=True)
             return
         self._progress("Checking the refresh token with Xero…")
+        self._checking = True
         try:
-            outcome = await self.service.outcome_from_refresh_token(draft, token)
+            with self._guard():
+                outcome = await self.service.outcome_from_refresh_token(draft, token)
         except XeroTuiError as exc:
             self._show_hint("refresh-token", error_sentence(exc))
             return
         finally:
+            self._checking = False
             self._progress(None)
+        self._rotated = outcome.tokens.refresh_token
         self._take_outcome(draft, outcome)
         await self._choose_organisations()
+        if then_save and self.chosen:
+            await self._save()
+
+    def _guard(self) -> AbstractContextManager[None]:
+        """While a token is being checked, the app asks before quitting."""
+        from xero_tui.app import XeroTuiApp
+
+        return self.app.consent_guard() if isinstance(self.app, XeroTuiApp) else nullcontext()
 
     # Saving ------------------------------------------------------------------------------------
 
@@ -684,19 +726,33 @@ class FormScreen(Screen[list[Connection] | None]):
         await self._save()
 
     async def _save(self) -> None:
+        if self._still_checking():
+            return
+        if self._draft_changed():
+            self._forget_outcome("The app's details changed")
         problems = self._problems(saving=True)
+        only_token = set(problems) <= {"refresh-token", "organisation"}
+        if (
+            self._pasted_token
+            and self.outcome is None
+            and "refresh-token" in problems
+            and only_token
+        ):
+            # Save is an explicit action: check the pasted token, then save what it gives.
+            self._show_problems({})
+            self.check_pasted_token(then_save=True)
+            return
         self._show_problems(problems)
         if problems:
-            if self._pasted_token and self.outcome is None and "refresh-token" in problems:
-                self.check_pasted_token()
             listed = ", ".join(LABELS[f] for f in problems)
             first = next(iter(problems.values()))
             self._say(f"Not saved. Needs: {listed}. {first}", error=True)
             return
-        if self.outcome is None:
+        draft = self.outcome_draft
+        if self.outcome is None or draft is None:
             await self._save_secret_only()
             return
-        draft = self._draft()
+        # The draft the sign-in (or the token check) used, which the fields still match.
         pairs = self._names_for_save(self._value("name"))
         self._progress("Saving…")
         try:
@@ -780,21 +836,32 @@ class FormScreen(Screen[list[Connection] | None]):
         )
         self.app.push_screen(screen, follow)
 
+    @property
+    def holds_unsaved_token(self) -> bool:
+        """Whether leaving now would lose a token Xero issued (a sign-in, or a checked paste)."""
+        if self.saved:
+            return False
+        return self._checking or self.outcome is not None or self._rotated is not None
+
     def action_back(self) -> None:
-        if self.outcome is None or self.saved:
+        if self._still_checking():
+            return
+        if not self.holds_unsaved_token:
             self.dismiss(None)
             return
         self._confirm_leave()
 
     @work(exclusive=True, group="leave", exit_on_error=False)
     async def _confirm_leave(self) -> None:
-        leave = await self.app.push_screen_wait(
-            YesNoScreen(
-                "Leave without saving? The sign-in you just made is not kept.",
-                yes="Leave",
-                no="Stay",
+        if self._rotated is not None:
+            question = (
+                "Leave without saving? Checking the pasted refresh token used it: Xero replaced "
+                "it with a new one that only this form holds, and the pasted one stops working "
+                "within 30 minutes. Leaving loses the connection."
             )
-        )
+        else:
+            question = "Leave without saving? The sign-in you just made is not kept."
+        leave = await self.app.push_screen_wait(YesNoScreen(question, yes="Leave", no="Stay"))
         if leave:
             self.dismiss(None)
 
