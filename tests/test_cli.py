@@ -510,3 +510,32 @@ def test_connect_checks_the_name_before_signing_in(emulator: Emulator) -> None:
     assert result.code == 2
     assert "at most 80" in result.err
     assert "/identity/connect/authorize" not in result.err
+
+
+def test_remove_says_what_it_could_not_do_at_xero(emulator: Emulator, isolated_env: Path) -> None:
+    assert connect_web(emulator).code == 0
+    emulator.revoke_all(emulator.web_client.client_id)
+    assert run_cli("token", "acme", "--force-refresh").code == 3
+    result = run_cli("remove", "acme", "--disconnect")
+    # Removed here, but not disconnected at Xero: said, and the exit code is not success.
+    assert result.code == 3, result.err
+    assert "Removed 'acme'" in result.out
+    assert "not disconnected at Xero" in result.err and "needs reconnecting" in result.err
+    assert "acme" not in config(isolated_env).get("connections", {})
+
+
+def test_remove_finds_a_missing_connection_id_at_xero(
+    emulator: Emulator, isolated_env: Path
+) -> None:
+    assert connect_web(emulator).code == 0
+    path = isolated_env / "config.toml"
+    text = path.read_text()
+    assert "connection_id" in text
+    kept = [line for line in text.splitlines() if "connection_id" not in line]
+    path.write_text("\n".join(kept) + "\n")
+    tenant = config(isolated_env)["connections"]["acme"]["tenant_id"]
+    result = run_cli("remove", "acme", "--disconnect")
+    assert result.code == 0, result.err
+    assert "disconnected" in result.out and "already" not in result.out
+    # Gone at Xero already: there is nothing left to disconnect.
+    assert not emulator.disconnect_tenant(emulator.web_client.client_id, tenant)

@@ -211,3 +211,170 @@ async def test_cancelled_refresh_still_stores_the_rotated_token(emulator: Emulat
     assert emulator.stats.refreshes == 1
     stored = svc.secrets.get_tokens(grant)
     assert stored is not None and stored.refresh_token == current
+
+
+# Switching to the plain-file store ------------------------------------------------------------
+
+WEB_ID = "0123456789abcdef0123456789abcdef"
+CUSTOM_ID = "fedcba9876543210fedcba9876543210"
+
+
+def save_offline(svc: Service, name: str, kind: Kind, client_id: str, tenant: str) -> str:
+    """A saved connection without Xero: the secrets go wherever `svc` keeps them."""
+    from xero_tui.core.models import TokenSet
+
+    draft = ConnectionDraft(
+        kind, client_id, f"secret-of-{name}", "http://localhost:8080/callback", ("openid",)
+    )
+    tokens = TokenSet(f"access-of-{name}", time.time() + 1800, f"refresh-of-{name}", ("openid",))
+    outcome = ConsentOutcome(tokens, (Tenant(f"c-{tenant}", tenant, f"Org {tenant}"),), frozenset())
+    [conn] = svc.save_connections(draft, outcome, [(name, outcome.tenants[0])])
+    return conn.grant_id
+
+
+def test_switching_to_the_file_store_moves_the_keyring_secrets() -> None:
+    from tests.support.keyring_faults import MemoryKeyring
+    from xero_tui.core.secrets import FileStore, KeyringStore
+
+    backend = MemoryKeyring()
+    svc = Service(secrets=KeyringStore(backend=backend))
+    web = save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
+    custom = save_offline(svc, "own", Kind.CUSTOM, CUSTOM_ID, "t2")
+    assert len(backend.values) == 4
+
+    moved = svc.use_file_storage()
+
+    assert moved.moved == 4 and not moved.reconnect and not moved.reenter_secret
+    assert svc.load().secret_storage == "file" and svc.storage_kind() == "file"
+    file = FileStore(svc.paths)
+    assert file.get_client_secret(WEB_ID) == "secret-of-web"
+    assert file.get_client_secret(CUSTOM_ID) == "secret-of-own"
+    web_tokens = file.get_tokens(web)
+    assert web_tokens is not None and web_tokens.refresh_token == "refresh-of-web"
+    assert file.get_tokens(custom) is not None
+    # Moved, not copied: no second live copy of a refresh token is left to drift apart.
+    assert backend.values == {}
+    # A fresh process reads the file, and every connection is as it was.
+    fresh = Service()
+    assert [h.label for h in fresh.health()] == ["ok", "ok"]
+    assert fresh.secrets.description.startswith("plain file")
+
+
+def test_switching_with_an_unreadable_keyring_keeps_connections_and_says_what_to_do() -> None:
+    from tests.support.keyring_faults import MemoryKeyring, RaisingKeyring
+    from xero_tui.core.secrets import KeyringStore, client_secret_key
+
+    backend = MemoryKeyring()
+    svc = Service(secrets=KeyringStore(backend=backend))
+    save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
+    # The keyring locks (usually why the user switches): nothing can be read from it.
+    locked = Service(secrets=KeyringStore(backend=RaisingKeyring()))
+
+    moved = locked.use_file_storage()
+
+    assert moved.moved == 0 and moved.reconnect == ("web",)
+    assert moved.keyring_problem and "could not read" in moved.keyring_problem
+    assert locked.load().secret_storage == "file"
+    conn = locked.connection("web")
+    assert conn.status is Status.NEEDS_RECONNECT and conn.client_id == WEB_ID
+    [health] = Service().health()
+    assert health.label == "tokens missing: reconnect"
+
+    # Tokens readable, but the app's client secret is gone: the label says to enter it again.
+    svc2 = Service(secrets=KeyringStore(backend=backend))
+    svc2.store.update(lambda config: setattr(config, "secret_storage", "keyring"))
+    save_offline(svc2, "other", Kind.CUSTOM, CUSTOM_ID, "t2")
+    del backend.values[("xero-tui", client_secret_key(CUSTOM_ID))]
+    moved = svc2.use_file_storage()
+    assert moved.reenter_secret == ("other",)
+    labels = {h.connection.name: h.label for h in Service().health()}
+    assert labels["other"] == "client secret missing: enter it again"
+
+
+def test_switching_is_not_recorded_when_the_file_does_not_keep_the_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.keyring_faults import MemoryKeyring
+    from xero_tui.core.errors import StorageError
+    from xero_tui.core.secrets import FileStore, KeyringStore
+
+    backend = MemoryKeyring()
+    svc = Service(secrets=KeyringStore(backend=backend))
+    save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
+
+    def dropped(self: FileStore, values: dict[str, str]) -> None:
+        raise StorageError("the disk is full")
+
+    monkeypatch.setattr(FileStore, "put_many", dropped)
+    with pytest.raises(StorageError):
+        svc.use_file_storage()
+    assert svc.load().secret_storage == "keyring"
+    assert len(backend.values) == 2
+    assert [h.label for h in svc.health()] == ["ok"]
+
+
+def test_storage_kind_is_decided_in_one_place() -> None:
+    from xero_tui.core.errors import StorageError
+    from xero_tui.core.secrets import storage_kind
+
+    assert storage_kind("keyring") == "keyring"
+    assert storage_kind("file") == "file"
+    assert storage_kind("keyring", insecure=True) == "file"
+    with pytest.raises(StorageError):
+        storage_kind("vault")
+    svc = Service(insecure_storage=True)
+    assert svc.uses_file_storage() and svc.storage_summary().startswith("plain file")
+    assert Service().storage_summary() == "keyring"
+
+
+# Blocking calls stay off the event loop -----------------------------------------------------
+
+
+def forbid_blocking_on_the_loop(monkeypatch: pytest.MonkeyPatch, svc: Service) -> list[str]:
+    """Config and secret-store calls made on the event loop's thread are recorded by name."""
+    seen: list[str] = []
+
+    def guard(owner: object, name: str) -> None:
+        call = getattr(owner, name)
+
+        def guarded(*args: object, **kwargs: object) -> object:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return call(*args, **kwargs)
+            seen.append(name)
+            return call(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, guarded)
+
+    guard(svc.store, "update")
+    guard(svc.store, "load")
+    secrets = svc.secrets
+    for name in ("get", "get_many", "set", "delete", "_put_checked"):
+        guard(secrets, name)
+    return seen
+
+
+async def test_async_calls_keep_config_writes_and_keyring_calls_off_the_event_loop(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = Service()
+    await connect(svc, emulator, "acme")
+    await connect(svc, emulator, "beta")
+    seen = forbid_blocking_on_the_loop(monkeypatch, svc)
+
+    await svc.access_token("acme", force=True)
+    await svc.test("acme")
+    assert (await svc.probe_storage()).ok
+    # An organisation disconnected at Xero: the test marks the connection (a config write).
+    emulator.disconnect_tenant(emulator.web_client.client_id, emulator.tenants[0].tenant_id)
+    with pytest.raises(TenantNotConnected):
+        await svc.test("acme")
+    # The grant is gone at Xero: the refresh marks the grant's connections.
+    emulator.revoke_all(emulator.web_client.client_id)
+    with pytest.raises(NeedsReconnect):
+        await svc.access_token("beta", force=True)
+    await svc.removal("acme", disconnect=True)
+    await svc.remove("beta", revoke=True)
+    assert seen == [], f"called on the event loop: {seen}"
+    assert svc.connections() == []
