@@ -18,12 +18,11 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
+from xero_tui.core.errors import XeroTuiError
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
 from xero_tui.screens import PaletteCommand, error_sentence
-from xero_tui.screens.checklist import ChecklistScreen
-from xero_tui.screens.confirm import YesNoScreen
 from xero_tui.screens.connections import ConnectionsScreen
-from xero_tui.widgets import Banner, mask
+from xero_tui.widgets import Banner, StorageLine, mask, storage_text
 
 if TYPE_CHECKING:
     from xero_tui.core.service import Service
@@ -58,12 +57,13 @@ class XeroCommands(Provider):
 class XeroTuiApp(App[None]):
     """Saved Xero connections, and the screens that create, test, renew and remove them."""
 
-    # Absolute, so that subclasses defined elsewhere (tests) find it too. The consent and
-    # organisation screens keep their own CSS_PATH for other hosts, but find it loaded here:
-    # a screen stylesheet first read on push makes Textual reparse every stylesheet and restyle
-    # every screen (about 100 ms), which would sit between Xero's callback and the picker.
-    CSS_PATH: ClassVar[list[str | PurePath]] = [
-        Path(__file__).with_name("app.tcss"),
+    # Absolute, so that subclasses defined elsewhere (tests) find it too.
+    CSS_PATH: ClassVar[list[str | PurePath]] = [Path(__file__).with_name("app.tcss")]
+    # The consent and organisation screens keep their own CSS_PATH for other hosts, but find it
+    # loaded here: a screen stylesheet first read on push makes Textual reparse every stylesheet
+    # and restyle every screen (about 100 ms), which would sit between Xero's callback and the
+    # picker. Read once the home screen has painted (`settle`), they do not delay start-up.
+    LATER_CSS_PATH: ClassVar[list[PurePath]] = [
         Path(__file__).parent / "screens" / "consent.tcss",
         Path(__file__).parent / "screens" / "organisations.tcss",
     ]
@@ -87,8 +87,10 @@ class XeroTuiApp(App[None]):
         # Ticks of the setup checklist survive closing and reopening it.
         self.checklist_ticks: set[str] = set()
         self._consents_in_flight = 0
+        self._storage_line: str | None = None
+        self._settled = False
 
-    # Banner ------------------------------------------------------------------------------------
+    # Banner and storage line -------------------------------------------------------------------
 
     @property
     def banner_text(self) -> str | None:
@@ -102,16 +104,66 @@ class XeroTuiApp(App[None]):
             )
         return self.service.endpoints.override_notice()
 
-    def _add_banner(self, screen: Screen[object]) -> None:
-        # Every full screen, including ones this module does not compose, says where Xero is.
-        text = self.banner_text
-        if text is None or isinstance(screen, ModalScreen) or screen.query(Banner):
+    def _decorate(self, screen: Screen[object]) -> None:
+        """Every full screen, including ones this module does not compose, says where Xero is
+        and where secrets live. A dialog shows the screen under it, and so both lines."""
+        if isinstance(screen, ModalScreen):
             return
-        screen.mount(Banner(text, demo=self.demo is not None))
+        text = self.banner_text
+        if text is not None and not screen.query(Banner):
+            screen.mount(Banner(text, demo=self.demo is not None))
+        if not screen.query(StorageLine):
+            screen.mount(StorageLine(self._storage_line))
+
+    def _screen_changed(self, screen: Screen[object]) -> None:
+        self._decorate(screen)
+        # A screen may have changed where secrets live (the consent's opt-in to a plain file).
+        if self._settled:
+            self.refresh_storage()
 
     def on_mount(self) -> None:
-        self.screen_change_signal.subscribe(self, self._add_banner)
-        self._add_banner(self.screen)
+        self.screen_change_signal.subscribe(self, self._screen_changed)
+        # After the first screen's compose, so that a line it composes itself is found.
+        self.call_after_refresh(self._decorate, self.screen)
+
+    @property
+    def storage_line(self) -> str | None:
+        """What the storage lines say, once known."""
+        return self._storage_line
+
+    def show_storage(self, description: str) -> None:
+        """Put where secrets live (a store's `description`) on every screen's storage line."""
+        text = storage_text(description)
+        if text == self._storage_line:
+            return
+        self._storage_line = text
+        for screen in self.screen_stack:
+            for line in screen.query(StorageLine):
+                line.update(text)
+
+    @work(thread=True, exclusive=True, group="storage", exit_on_error=False)
+    def refresh_storage(self) -> None:
+        """Ask the secret store where it keeps things: a keyring call, so off the UI thread."""
+        try:
+            description = self.service.secrets.description
+        except XeroTuiError:
+            description = "not known until the config file can be read"
+        self.call_from_thread(self.show_storage, description)
+
+    def settle(self) -> None:
+        """Work kept out of start-up, run once the home screen has painted: the stylesheets of
+        the screens a sign-in opens, so that opening them later restyles nothing."""
+        if self._settled:
+            return
+        self._settled = True
+        stylesheet = self.stylesheet
+        unread = [p for p in self.LATER_CSS_PATH if not stylesheet.has_source(str(p), "")]
+        if not unread:
+            return
+        for path in unread:
+            stylesheet.read(path)
+        stylesheet.reparse()
+        stylesheet.update(self)
 
     def get_default_screen(self) -> Screen[Any]:
         return ConnectionsScreen(self.service)
@@ -139,6 +191,8 @@ class XeroTuiApp(App[None]):
 
     @work(exclusive=True, group="quit")
     async def _confirm_quit(self) -> None:
+        from xero_tui.screens.confirm import YesNoScreen
+
         leave = await self.push_screen_wait(
             YesNoScreen(
                 "A sign-in to Xero is in progress. Quit and abandon it?",
@@ -158,21 +212,31 @@ class XeroTuiApp(App[None]):
         scopes: Sequence[str] = (),
         on_close: Callable[[Kind | None], None] | None = None,
     ) -> None:
+        # Imported when first opened, so start-up does not pay for it.
+        from xero_tui.screens.checklist import ChecklistScreen
+
         screen = ChecklistScreen(kind, redirect_uri, scopes, self.checklist_ticks)
         self.push_screen(screen, on_close)
 
     def _show_paths(self) -> None:
         paths = self.service.paths
+        try:
+            # From the settings alone: no keyring call on the UI thread.
+            in_file = self.service.uses_file_storage()
+        except XeroTuiError as exc:
+            self.notify(
+                f"Config: {paths.config_file}\n{error_sentence(exc)}",
+                title="Where things live",
+                severity="error",
+                timeout=10,
+            )
+            return
+        secrets = f"plain file {paths.secrets_file}" if in_file else "the system keyring"
         self.notify(
-            f"Config: {paths.config_file}\nSecrets: {self._storage_text()}",
+            f"Config: {paths.config_file}\nSecrets: {secrets}",
             title="Where things live",
             timeout=10,
         )
-
-    def _storage_text(self) -> str:
-        if self.service.uses_file_storage():
-            return f"plain file {self.service.paths.secrets_file}"
-        return "the system keyring"
 
     def palette_commands(self) -> list[PaletteCommand]:
         return [

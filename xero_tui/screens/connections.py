@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,25 +16,57 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, LoadingIndicator, Static
 
 from xero_tui.core.errors import TenantNotConnected, XeroTuiError
-from xero_tui.core.models import Connection, Kind, Status
+from xero_tui.core.models import Connection, Status
 from xero_tui.core.service import reconnect_names
 from xero_tui.screens import PaletteCommand, error_sentence, local_time
-from xero_tui.screens.confirm import DeleteChoice, DeleteScreen
-from xero_tui.screens.form import FormScreen
-from xero_tui.screens.test_result import TestResultScreen
+from xero_tui.widgets import StorageLine
 
+# The screens opened from here are imported when first opened, so start-up does not pay for them.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from xero_tui.app import XeroTuiApp
     from xero_tui.core.service import Health, Service, TestResult
+    from xero_tui.screens.confirm import DeleteChoice
 
 NOT_CONNECTED = "organisation no longer connected"
 COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
-KIND_LABELS = {Kind.WEB: "Web app", Kind.PKCE: "PKCE app", Kind.CUSTOM: "Custom"}
 # From this width on, the table has room for a column saying where each one's secrets live.
 WIDE = 100
+# How long the second read (the keyring's) waits for the first one's rows to be painted.
+PAINT_WAIT = 1.0
 
 
-class ConnectionTable(DataTable[Text]):
+class Cell:
+    """One cell of the table: a Text, cut to its column.
+
+    It has no `__rich_measure__`, on purpose: the columns have fixed widths, yet DataTable
+    measures every cell of each new row, and measuring Text cells is most of what a thousand
+    connections cost to show.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: Text) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.text
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return self.text.plain == other.text.plain and self.text.style == other.text.style
+
+    def __hash__(self) -> int:
+        return hash((self.text.plain, str(self.text.style)))
+
+
+def cut(text: str) -> Cell:
+    return Cell(Text(text, overflow="ellipsis", no_wrap=True))
+
+
+class ConnectionTable(DataTable[Cell]):
     """The table, with enter shown in the footer as what it does here."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open")]
@@ -61,6 +95,8 @@ class ConnectionsScreen(Screen[None]):
         # What Xero said about a connection during this session (the config cannot hold it).
         self._remote: dict[str, str] = {}
         self._storage = ""
+        # What the table shows: its columns (label, width) and its rows (key, cells).
+        self._shown: tuple[list[tuple[str, int]], list[tuple[str, tuple[Cell, ...]]]] | None = None
 
     @property
     def xero_app(self) -> XeroTuiApp:
@@ -73,11 +109,12 @@ class ConnectionsScreen(Screen[None]):
         yield Static("Xero connections", classes="screen-title")
         yield ConnectionTable(id="connections", cursor_type="row")
         yield Static(id="home-empty", classes="empty-state")
-        yield Static(id="home-storage", classes="status-line", markup=False)
         with Horizontal(id="home-progress", classes="progress-line"):
             yield LoadingIndicator()
             yield Static(id="home-progress-text", markup=False)
         yield Static(id="home-message", classes="message-line", markup=False)
+        # Composed here rather than added by the app, so that it is in place in the first frame.
+        yield StorageLine(self.xero_app.storage_line)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -94,7 +131,11 @@ class ConnectionsScreen(Screen[None]):
             # The config alone fills the table at once; the keyring may take a while to answer.
             listed = self.service.health(read_secrets=False)
             if listed:
-                self.app.call_from_thread(self._show, listed, listed[0].storage)
+                painted = threading.Event()
+                self.app.call_from_thread(self._show, listed, listed[0].storage, painted.set)
+                # Reading the keyring (importing it, too) while those rows are painted would
+                # hold the interpreter lock the painting needs.
+                painted.wait(PAINT_WAIT)
             health = self.service.health()
             storage = self.service.secrets.description
         except XeroTuiError as exc:
@@ -102,7 +143,9 @@ class ConnectionsScreen(Screen[None]):
             return
         self.app.call_from_thread(self._show, health, storage)
 
-    def _show(self, health: list[Health], storage: str) -> None:
+    def _show(
+        self, health: list[Health], storage: str, painted: Callable[[], object] | None = None
+    ) -> None:
         self._progress(None)
         self._health = {h.connection.name: h for h in health}
         self._storage = storage
@@ -112,23 +155,33 @@ class ConnectionsScreen(Screen[None]):
         table.display = not empty
         self.query_one("#home-empty", Static).update(self._empty_text() if empty else "")
         self.query_one("#home-empty").display = empty
-        self.query_one("#home-storage", Static).update(f"Secrets are stored in: {storage}")
         if not empty:
             table.focus()
         self.refresh_bindings()
+        self.xero_app.show_storage(storage)
+        if painted is not None:
+            self.call_after_refresh(painted)
+        self.call_after_refresh(self.xero_app.settle)
 
     def _fill_table(self) -> None:
-        """Rows sized to the terminal: names are cut before a status is."""
+        """Rows sized to the terminal: names are cut before a status is.
+
+        When only some cells differ from what the table shows (the keyring's answer after the
+        config's, a status after a test), only those are replaced: refilling measures every cell.
+        """
         table = self.query_one(DataTable)
-        selected = self.selected_name()
         rows = list(self._health.values())
-        statuses = [self._status_text(h) for h in rows]
-        storage = Text("file" if self._storage.startswith("plain file") else "keyring")
+        # Cells that read the same are one object: there are thousands of rows, and few kinds.
+        shared: dict[str, Cell] = {}
+        statuses = [self._status_cell(h, shared) for h in rows]
+        kind_cells = {kind: cut(kind.label) for kind in {h.connection.kind for h in rows}}
+        kinds = [kind_cells[h.connection.kind] for h in rows]
+        storage = cut("file" if self._storage.startswith("plain file") else "keyring")
         width = self.size.width or self.app.size.width
         # Each column has one cell of padding either side; the cursor column needs one more.
         show_storage = width >= WIDE
-        fixed = [max([len(COLUMNS[2]), *(len(KIND_LABELS[h.connection.kind]) for h in rows)])]
-        fixed.append(max([len(COLUMNS[3]), *(len(s) for s in statuses)]))
+        fixed = [max([len(COLUMNS[2]), *(len(k.text) for k in kind_cells.values())])]
+        fixed.append(max([len(COLUMNS[3]), *(len(s.text) for s in shared.values())]))
         if show_storage:
             fixed.append(len(COLUMNS[4]))
         free = width - sum(fixed) - 2 * (2 + len(fixed)) - 2
@@ -137,18 +190,35 @@ class ConnectionsScreen(Screen[None]):
         if names + orgs > free:
             orgs = min(orgs, max(12, free // 2))
             names = max(12, free - orgs)
+        columns = list(zip(COLUMNS, [names, orgs, *fixed], strict=False))
+        cells = [
+            (
+                h.connection.name,
+                (
+                    cut(h.connection.name),
+                    cut(h.connection.tenant_name),
+                    kind,
+                    status,
+                    *([storage] if show_storage else []),
+                ),
+            )
+            for h, kind, status in zip(rows, kinds, statuses, strict=True)
+        ]
+        shown, self._shown = self._shown, (columns, cells)
+        if shown is not None and shown[0] == columns and len(shown[1]) == len(cells):
+            old_rows = shown[1]
+            if all(old[0] == new[0] for old, new in zip(old_rows, cells, strict=True)):
+                for (key, old), (_, new) in zip(old_rows, cells, strict=True):
+                    for (label, _), before, after in zip(columns, old, new, strict=True):
+                        if before != after:
+                            table.update_cell(key, label.lower(), after)
+                return
+        selected = self.selected_name()
         table.clear(columns=True)
-        for label, size in zip(COLUMNS, [names, orgs, *fixed], strict=False):
+        for label, size in columns:
             table.add_column(label, width=size, key=label.lower())
-        for h, status in zip(rows, statuses, strict=True):
-            conn = h.connection
-            cells = [
-                Text(conn.name, overflow="ellipsis", no_wrap=True),
-                Text(conn.tenant_name, overflow="ellipsis", no_wrap=True),
-                Text(KIND_LABELS[conn.kind]),
-                status,
-            ]
-            table.add_row(*cells, *([storage] if show_storage else []), key=conn.name)
+        for key, row in cells:
+            table.add_row(*row, key=key)
         if selected in self._health:
             table.move_cursor(row=table.get_row_index(selected))
 
@@ -188,17 +258,21 @@ class ConnectionsScreen(Screen[None]):
         empty.update(Text(error_sentence(error)))
         empty.display = True
         self.refresh_bindings()
+        self.call_after_refresh(self.xero_app.settle)
 
-    def _status_text(self, health: Health) -> Text:
+    def _status_cell(self, health: Health, shared: dict[str, Cell]) -> Cell:
         name = health.connection.name
         label = self._remote.get(name) or health.label
+        if label in shared:
+            return shared[label]
         if label == "ok":
             colour = "success"
         elif label.startswith("refresh token unused"):
             colour = "warning"
         else:
             colour = "error"
-        return Text(label, style=self.app.theme_variables.get(colour, ""))
+        cell = shared[label] = Cell(Text(label, style=self.app.theme_variables.get(colour, "")))
+        return cell
 
     # Selection ---------------------------------------------------------------------------------
 
@@ -247,6 +321,8 @@ class ConnectionsScreen(Screen[None]):
     # Actions -----------------------------------------------------------------------------------
 
     def action_new(self) -> None:
+        from xero_tui.screens.form import FormScreen
+
         self.app.push_screen(
             FormScreen(self.service, demo=self.xero_app.demo), partial(self._saved, "Saved")
         )
@@ -255,6 +331,8 @@ class ConnectionsScreen(Screen[None]):
         conn = self.selected()
         if conn is None:
             return
+        from xero_tui.screens.form import FormScreen
+
         screen = FormScreen(self.service, demo=self.xero_app.demo, existing=conn)
         self.app.push_screen(screen, partial(self._saved, "Saved"))
 
@@ -269,6 +347,8 @@ class ConnectionsScreen(Screen[None]):
         if found is None:
             return
         conn = found[0]
+        from xero_tui.screens.form import FormScreen
+
         screen = FormScreen(self.service, demo=self.xero_app.demo, existing=conn, reconnect=True)
         self.app.push_screen(screen, partial(self._saved, "Reconnected"))
 
@@ -286,6 +366,8 @@ class ConnectionsScreen(Screen[None]):
             self.test(conn.name)
 
     def test(self, name: str) -> None:
+        from xero_tui.screens.test_result import TestResultScreen
+
         def tested(result: TestResult | XeroTuiError | None) -> None:
             if isinstance(result, TenantNotConnected):
                 self._remote[name] = NOT_CONNECTED
@@ -319,6 +401,8 @@ class ConnectionsScreen(Screen[None]):
         if found is None:
             return
         conn, grant_names = found
+        from xero_tui.screens.confirm import DeleteScreen
+
         sharing = [n for n in grant_names if n != name]
 
         def chosen(choice: DeleteChoice | None) -> None:
