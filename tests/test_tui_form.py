@@ -1,0 +1,160 @@
+"""Pilot tests of the connection form against the emulator: pasted refresh tokens, and what a
+sign-in still applies to once the fields change."""
+
+from __future__ import annotations
+
+import pytest
+from textual import constants
+from textual.pilot import Pilot
+from textual.widgets import Input, RadioButton, Static
+
+from tests.test_service import connect
+from tests.test_tui_app import SIZE, fill, form, screen_text, wait_for
+from xero_tui.app import XeroTuiApp
+from xero_tui.core.models import Kind
+from xero_tui.core.service import Service
+from xero_tui.emulator import Emulator
+from xero_tui.screens.confirm import YesNoScreen
+from xero_tui.screens.connections import ConnectionsScreen
+from xero_tui.screens.form import FormScreen
+from xero_tui.screens.organisations import OrganisationsScreen
+
+
+@pytest.fixture(autouse=True)
+def no_animations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(constants, "TEXTUAL_ANIMATIONS", "none")
+
+
+async def token_from_another_tool(emulator: Emulator) -> str:
+    """A live refresh token for the demo web app, as another tool would hold it."""
+    await connect(Service(), emulator, "elsewhere")
+    token = emulator.current_refresh_token(emulator.web_client.client_id)
+    assert token
+    return token
+
+
+async def open_form_with_app(app: XeroTuiApp, pilot: Pilot[None], emulator: Emulator) -> FormScreen:
+    await pilot.pause()
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+    screen = form(app)
+    client = emulator.web_client
+    fill(
+        screen,
+        name="Pasted",
+        client_id=client.client_id,
+        client_secret=client.client_secret or "",
+    )
+    return screen
+
+
+def message(screen: FormScreen) -> str:
+    return str(screen.query_one("#form-message", Static).render())
+
+
+async def test_a_pasted_token_is_not_used_when_the_field_loses_focus(emulator: Emulator) -> None:
+    token = await token_from_another_tool(emulator)
+    refreshes = emulator.stats.refreshes
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form_with_app(app, pilot, emulator)
+        screen.query_one("#refresh-token", Input).focus()
+        fill(screen, refresh_token=token)
+        await pilot.press("tab")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert emulator.stats.refreshes == refreshes
+        assert app.screen is screen and screen.outcome is None
+        # Nothing was used, so nothing is lost by leaving: no question.
+        screen.query_one("#refresh-token", Input).focus()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await app.workers.wait_for_complete()
+    assert emulator.current_refresh_token(emulator.web_client.client_id) == token
+    assert emulator.stats.refreshes == refreshes
+
+
+async def test_leaving_with_a_checked_token_asks_and_stays_by_default(emulator: Emulator) -> None:
+    token = await token_from_another_tool(emulator)
+    service = Service()
+    app = XeroTuiApp(service)
+    client_id = emulator.web_client.client_id
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form_with_app(app, pilot, emulator)
+        box = screen.query_one("#refresh-token", Input)
+        box.focus()
+        fill(screen, refresh_token=token)
+        # Enter is the explicit action that uses the token: Xero rotates it.
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        rotated = emulator.current_refresh_token(client_id)
+        assert rotated and rotated != token
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert box.value == rotated
+
+        # The client secret changes: the check no longer applies, but its token stays.
+        fill(screen, client_secret="a-different-secret")
+        await wait_for(pilot, lambda: screen.outcome is None)
+        assert box.value == rotated
+        assert "checked again" in message(screen)
+
+        # Leaving would lose the only copy of the new token: asked, and Stay is the default.
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        assert "pasted refresh token" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is screen)
+
+        # With the right secret again, Save checks the token and saves what it gives.
+        fill(screen, client_secret=emulator.web_client.client_secret or "")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        await pilot.press("space", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await app.workers.wait_for_complete()
+    saved = [c for c in service.connections() if c.name.startswith("Pasted")]
+    assert saved
+    stored = service.secrets.get_tokens(saved[0].grant_id)
+    latest = emulator.current_refresh_token(client_id)
+    assert stored is not None and stored.refresh_token == latest != rotated
+
+
+async def test_save_after_the_secret_changed_asks_for_a_new_sign_in(emulator: Emulator) -> None:
+    service = Service()
+    app = XeroTuiApp(service)
+    client = emulator.custom_client
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        for button in screen.query("#kind RadioButton").results(RadioButton):
+            button.value = button.name == Kind.CUSTOM.value
+        await pilot.pause()
+        secret = client.client_secret or ""
+        fill(screen, name="Own", client_id=client.client_id, client_secret=secret)
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: screen.chosen)
+
+        # Edited after Connect: the token came from the old secret, so nothing is saved.
+        fill(screen, client_secret=secret + "-edited")
+        await wait_for(pilot, lambda: screen.outcome is None)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen
+        assert service.connections() == []
+        assert "Not saved" in message(screen)
+
+        # Connect again with the secret it is saved with: Save stores that draft.
+        fill(screen, client_secret=secret)
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: screen.chosen)
+        assert screen.outcome_draft is not None
+        assert screen.outcome_draft.client_secret == secret
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await app.workers.wait_for_complete()
+    [conn] = service.connections()
+    assert conn.name == "Own"
+    assert service.client_secret_for(client.client_id) == secret
