@@ -151,11 +151,89 @@ async def test_selection_survives_filtering() -> None:
     app = PickerApp(outcome())
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        await pilot.press("n", "a", "p", "space")
-        await pilot.press("backspace", "backspace", "backspace", "w", "e", "l", "space")
+        await pilot.press("n", "a", "p", "tab")
+        await pilot.press("backspace", "backspace", "backspace", "w", "e", "l", "tab")
         await pilot.press("enter")
         assert isinstance(app.chosen, list)
         assert [t.tenant_name for t in app.chosen] == ["Wellington Widgets", "Napier Nurseries"]
+        await app.workers.wait_for_complete()
+
+
+def footer_keys(app: App[None]) -> dict[str, str]:
+    """Key -> description of what the footer shows right now."""
+    return {
+        key: active.binding.description
+        for key, active in app.screen.active_bindings.items()
+        if active.enabled and active.binding.show
+    }
+
+
+def checked_names(app: App[None]) -> set[str]:
+    screen = picker(app)
+    return {screen.tenants[i].tenant_name for i in screen.tenant_list.checked}
+
+
+async def test_a_space_after_text_is_typed_into_the_filter_and_tab_selects() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        # The footer names tab, which selects whatever the filter holds.
+        assert footer_keys(app)["tab"] == "Select" and "space" not in footer_keys(app)
+        await pilot.press(*"demo", "space", "c")
+        assert app.screen.query_one(Input).value == "demo c"
+        assert shown_names(app) == ["demo company (NZ)"]
+        assert picker(app).tenant_list.checked == set()
+        await pilot.press("tab")
+        assert checked_names(app) == {"demo company (NZ)"}
+        assert "1 selected" in str(app.screen.query_one("#org-status").render())
+        await pilot.press("tab")
+        assert picker(app).tenant_list.checked == set()
+        # An emptied filter gives space back to selecting (the cursor stays on its
+        # organisation); the placeholder says so.
+        await pilot.press(*["backspace"] * 6, "space")
+        assert app.screen.query_one(Input).value == ""
+        assert checked_names(app) == {"demo company (NZ)"}
+        assert "space or tab selects" in app.screen.query_one(Input).placeholder
+        await pilot.press("enter")
+        assert isinstance(app.chosen, list)
+        assert [t.tenant_name for t in app.chosen] == ["demo company (NZ)"]
+        await app.workers.wait_for_complete()
+
+
+async def test_list_keys_leave_the_footer_while_nothing_matches() -> None:
+    app = PickerApp(outcome())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("x", "y", "z")
+        await pilot.pause()
+        assert "tab" not in footer_keys(app) and "enter" not in footer_keys(app)
+        await pilot.press("tab")
+        assert picker(app).tenant_list.checked == set()
+        await pilot.press("backspace", "backspace", "backspace")
+        await pilot.pause()
+        assert footer_keys(app)["tab"] == "Select" and footer_keys(app)["enter"] == "Connect"
+        await app.workers.wait_for_complete()
+
+
+async def test_backspace_and_retyping_give_the_same_rows_as_a_fresh_filter() -> None:
+    many = [
+        tenant(i, f"{('Alpha', 'Beta Ltd', 'Gamma Trading')[i % 3]} {i:03d}") for i in range(90)
+    ]
+    app = PickerApp(outcome(many, new=()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = picker(app)
+        for keys in (["t", "r"], ["backspace"], ["a", "d"], ["backspace"] * 4, ["0", "1"]):
+            await pilot.press(*keys)
+            query = screen.query_one(Input).value.casefold()
+            expected = [
+                i for i, t in enumerate(screen.tenants) if query in t.tenant_name.casefold()
+            ]
+            assert screen.tenant_list.rows == expected, query
+        # Pasting a different text altogether starts again from every organisation.
+        screen.query_one(Input).value = "beta"
+        await pilot.pause()
+        assert len(screen.tenant_list.rows) == 30
         await app.workers.wait_for_complete()
 
 

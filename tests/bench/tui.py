@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 
 SIZE = (120, 40)
 COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
-# Filter keys: narrowing, widening with backspace, and a query that matches nothing. (Space is
-# not among them: in the picker it selects the highlighted organisation.)
+# Filter keys: narrowing, widening with backspace, a space inside the query (names have spaces;
+# in an empty filter a space would select instead), and a query that matches nothing.
 FILTER_KEYS = [
     *["h", "o", "t", "backspace", "backspace", "backspace"] * 3,
-    *["t", "r", "a", "d", "i", "n", "g", *["backspace"] * 7],
+    *["t", "r", "a", "d", "i", "n", "g", "space", "0", *["backspace"] * 9],
     *["0", "4", "2", "1", *["backspace"] * 4],
     *["x", "y", "z", *["backspace"] * 3],
 ]
@@ -230,7 +230,7 @@ def filter_keys(side: str, count: int) -> dict[str, Any]:
                 if key == "backspace":
                     text, char = text[:-1], None
                 else:
-                    char = key
+                    char = " " if key == "space" else key
                     text += char
                 query = text.casefold()
                 shown = sum(query in name for name in folded)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import compress
+from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,9 +23,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import Reactive, reactive
 from textual.screen import Screen
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.strip import Strip
 from textual.widgets import Footer, Input, Static
 
@@ -36,6 +40,10 @@ CHECKED = "[x] "
 UNCHECKED = "[ ] "
 NEW_TAG = "new"
 SAVED_TAG = "saved"
+BLANK_NEW = " " * len(NEW_TAG)
+BLANK_SAVED = " " * len(SAVED_TAG)
+# Rendered rows kept: a few screens' worth for each query a keystroke goes back and forth between.
+LINE_CACHE = 4096
 ROW = ("tenant-list--row",)
 CURSOR_ROW = ("tenant-list--row", "tenant-list--cursor")
 TYPE_LABELS = {
@@ -49,6 +57,16 @@ def type_label(tenant_type: str) -> str:
     return TYPE_LABELS.get(tenant_type, tenant_type.replace("_", " ").title())
 
 
+def _thumb(bar: ScrollBar, rows: int) -> tuple[int, int] | None:
+    """Where `bar` draws its thumb, at the top of `rows` rows, in eighths of a cell; None when
+    the bar is not drawn (the rows fit). ScrollBarRender.render_bar's arithmetic."""
+    window, height = bar.window_size, bar.size.height
+    if not bar.display or not window or not height or rows <= window or rows == height:
+        return None
+    thumb = max(1.0, window / (rows / height))
+    return 0, ceil(thumb * len(ScrollBarRender.VERTICAL_BARS))
+
+
 def _fit(text: str, width: int) -> str:
     """Pad or cut `text` to exactly `width` cells, with an ellipsis when cut."""
     if width <= 0:
@@ -56,6 +74,15 @@ def _fit(text: str, width: int) -> str:
     if cell_len(text) > width:
         return set_cell_size(text, width - 1) + "…"
     return set_cell_size(text, width)
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The organisations whose name contains `query`: indexes, with their folded names."""
+
+    query: str
+    rows: list[int]
+    names: list[str]
 
 
 class TenantList(ScrollView, can_focus=False):
@@ -101,6 +128,9 @@ class TenantList(ScrollView, can_focus=False):
         self.checked: set[int] = set()
         self.empty_message = "No organisations."
         self._styles: dict[tuple[str, ...], Style] = {}
+        # Rendered rows by (tenant, width, under the cursor, checked). A filter keystroke moves
+        # rows rather than changing them, and a Strip reused keeps Textual's own caches of it.
+        self._lines: dict[tuple[int, int, bool, bool], Strip] = {}
 
     # Data --------------------------------------------------------------------------------------
 
@@ -162,18 +192,30 @@ class TenantList(ScrollView, can_focus=False):
     # Rendering ---------------------------------------------------------------------------------
 
     def on_resize(self, event: events.Resize) -> None:
-        self._set_row_count()
+        self._set_row_count(resized=True)
 
-    def _set_row_count(self) -> None:
+    def _set_row_count(self, resized: bool = False) -> None:
         # Only the scrollbar depends on the row count, so a keystroke updates it without a
         # layout pass of the whole screen (which would double the work of each keystroke).
         size = Size(self.scrollable_content_region.width, len(self.rows))
         self.set_reactive(TenantList.virtual_size, size)
-        self._scroll_update(size)
+        bar = self.vertical_scrollbar
+        old = bar.window_virtual_size
+        if (
+            not resized
+            and self.scroll_offset.y == 0
+            and _thumb(bar, old) == _thumb(bar, size.height)
+        ):
+            # The scrollbar would be drawn as it is (a long list's thumb is one cell at the top
+            # whether 9,000 or 10,000 rows match): it learns the count without a repaint.
+            bar.set_reactive(ScrollBar.window_virtual_size, size.height)
+        else:
+            self._scroll_update(size)
         self.refresh()
 
     def notify_style_update(self) -> None:
         self._styles.clear()
+        self._lines.clear()
         super().notify_style_update()
 
     def _style(self, layer: tuple[str, ...], part: str | None = None) -> Style:
@@ -204,39 +246,58 @@ class TenantList(ScrollView, can_focus=False):
         if row >= len(self.rows):
             return Strip.blank(width, base)
         index = self.rows[row]
-        layer = CURSOR_ROW if row == self.cursor else ROW
-        return Strip(self._segments(index, width, layer), width)
+        key = (index, width, row == self.cursor, index in self.checked)
+        line = self._lines.get(key)
+        if line is None:
+            if len(self._lines) >= LINE_CACHE:
+                self._lines.clear()
+            layer = CURSOR_ROW if key[2] else ROW
+            line = self._lines[key] = Strip(self._segments(index, width, layer, key[3]), width)
+        return line
 
-    def _segments(self, index: int, width: int, layer: tuple[str, ...]) -> list[Segment]:
+    def _segments(
+        self, index: int, width: int, layer: tuple[str, ...], checked: bool
+    ) -> list[Segment]:
+        """The row's cells; neighbours of one style are one segment, which Textual's work on
+        each line (cropping, filters) pays for per segment."""
         tenant = self.tenants[index]
-        checked = index in self.checked
         tags_width = 1 + len(NEW_TAG) + 1 + len(SAVED_TAG) + 1 + self._type_width + 1
         name_width = width - len(CHECKED) - 1 - tags_width
         if name_width < 12:
             # Too narrow for the tags: the name matters more than the type.
             name_width, tags_width = width - len(CHECKED) - 1, 0
         base = self._style(layer)
-        box_style = self._style(layer, "tenant-list--checked") if checked else base
-        segments = [
-            Segment(" ", base),
-            Segment(CHECKED if checked else UNCHECKED, box_style),
-            Segment(_fit(clean_text(tenant.tenant_name), name_width), base),
+        parts = [
+            (" ", base),
+            (CHECKED, self._style(layer, "tenant-list--checked")) if checked else (UNCHECKED, base),
+            (_fit(clean_text(tenant.tenant_name), name_width), base),
         ]
         if tags_width:
-            new = NEW_TAG if self._new[index] else " " * len(NEW_TAG)
-            saved = SAVED_TAG if self._saved[index] else " " * len(SAVED_TAG)
-            segments += [
-                Segment(" ", base),
-                Segment(new, self._style(layer, "tenant-list--new")),
-                Segment(" ", base),
-                Segment(saved, self._style(layer, "tenant-list--saved")),
-                Segment(" ", base),
-                Segment(
+            new = self._new[index]
+            saved = self._saved[index]
+            parts += [
+                (" ", base),
+                (NEW_TAG, self._style(layer, "tenant-list--new")) if new else (BLANK_NEW, base),
+                (" ", base),
+                (SAVED_TAG, self._style(layer, "tenant-list--saved"))
+                if saved
+                else (BLANK_SAVED, base),
+                (" ", base),
+                (
                     _fit(self._types[index], self._type_width),
                     self._style(layer, "tenant-list--type"),
                 ),
-                Segment(" ", base),
+                (" ", base),
             ]
+        segments: list[Segment] = []
+        text, style = parts[0]
+        for part, part_style in parts[1:]:
+            if part_style == style:
+                text += part
+            else:
+                segments.append(Segment(text, style))
+                text, style = part, part_style
+        segments.append(Segment(text, style))
         return segments
 
     def on_click(self, event: events.Click) -> None:
@@ -247,10 +308,20 @@ class TenantList(ScrollView, can_focus=False):
 
 
 class FilterInput(Input):
-    """The filter leaves space to the screen, where it selects the highlighted organisation."""
+    """The filter above the list; a keystroke in it repaints the two, and lays out nothing.
+
+    Input sets its virtual size on every change, and Widget's `virtual_size` asks for a layout
+    of the whole screen; the filter's size does not depend on its text, so that layout (and the
+    repaint of every widget on the screen it brings) would be wasted on each keystroke.
+    """
+
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
 
     def check_consume_key(self, key: str, character: str | None) -> bool:
-        return key != "space" and super().check_consume_key(key, character)
+        # A space in an empty filter is the screen's (it selects); after text, it is typed.
+        if key == "space" and not self.value:
+            return False
+        return super().check_consume_key(key, character)
 
 
 class OrganisationsScreen(Screen[list[Tenant] | None]):
@@ -259,8 +330,11 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
     # Absolute, so that subclasses defined elsewhere find it too.
     CSS_PATH = Path(__file__).with_name("organisations.tcss")
 
+    # Space selects while the filter is empty and types a space into it otherwise (names have
+    # spaces); tab selects either way, as in fzf, and is the key the footer shows.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle_row", "Select", priority=True),
+        Binding("tab", "toggle_row", "Select", priority=True),
+        Binding("space", "toggle_row", "Select", show=False, priority=True),
         Binding("enter", "confirm", "Connect", priority=True),
         Binding("escape", "cancel", "Cancel"),
         Binding("up", "move(-1)", "Up", show=False, priority=True),
@@ -276,14 +350,20 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
         self.outcome = outcome
         self.tenants = outcome.ordered()
         self._saved_ids = saved_tenant_ids
-        self._folded = [t.tenant_name.casefold() for t in self.tenants]
-        self._query = ""
+        # The answers for the filter's text and each shorter start of it, the empty one first.
+        self._matches = [
+            Matches(
+                "", list(range(len(self.tenants))), [t.tenant_name.casefold() for t in self.tenants]
+            )
+        ]
 
     def compose(self) -> ComposeResult:
         new = sum(t.tenant_id in self.outcome.new_tenant_ids for t in self.tenants)
         yield Static("Choose organisations", id="org-title")
         yield Static(self._intro(new), id="org-intro")
-        yield FilterInput(placeholder="Type to filter by name", id="org-filter")
+        yield FilterInput(
+            placeholder="Type to filter by name; space or tab selects", id="org-filter"
+        )
         yield TenantList(self.tenants, self.outcome.new_tenant_ids, self._saved_ids, id="org-list")
         yield Static(id="org-status")
         yield Footer()
@@ -302,6 +382,9 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
             else "Xero returned no organisations for this consent."
         )
         self._update_status()
+        # A watcher rather than Input.Changed: the list is filtered in the same frame as the
+        # keystroke is drawn in the filter, not in a second one.
+        self.watch(self.query_one(FilterInput), "value", self.apply_filter, init=False)
 
     @property
     def tenant_list(self) -> TenantList:
@@ -309,24 +392,26 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
 
     # Filter --------------------------------------------------------------------------------------
 
-    @on(Input.Changed, "#org-filter")
-    def _filter(self, event: Input.Changed) -> None:
-        self.apply_filter(event.value)
-
     def apply_filter(self, text: str) -> None:
         query = text.casefold()
         tenant_list = self.tenant_list
-        folded = self._folded
-        if not query:
-            rows = list(range(len(self.tenants)))
-        else:
-            # Typing narrows: only the rows already shown can still match.
-            narrowing = query.startswith(self._query)
-            candidates = tenant_list.rows if narrowing else range(len(self.tenants))
-            rows = [i for i in candidates if query in folded[i]]
-        self._query = query
+        # Typing narrows: only the rows of the query typed so far can still match. Backspace
+        # goes back to the answer kept for the shorter query.
+        matches = self._matches
+        while not query.startswith(matches[-1].query):
+            matches.pop()
+        last = matches[-1]
+        if last.query != query:
+            hits = [query in name for name in last.names]
+            last = Matches(query, list(compress(last.rows, hits)), list(compress(last.names, hits)))
+            matches.append(last)
+        rows = last.rows
+        had_rows = bool(tenant_list.rows)
         tenant_list.show_rows(rows)
         self._update_status()
+        if bool(rows) != had_rows:
+            # The list keys (and their footer entries) apply only while a row is shown.
+            self.refresh_bindings()
 
     def _update_status(self) -> None:
         tenant_list = self.tenant_list
