@@ -355,3 +355,47 @@ def test_secrets_never_appear_in_config_or_error_text(
         assert_no_secret(str(exc))
         assert_no_secret(repr(exc))
         assert_no_secret(error_text(exc))
+
+
+def test_file_store_puts_many_values_in_one_write_and_reads_them_back(tmp_path: Path) -> None:
+    store = FileStore(Paths(tmp_path / "cfg"))
+    store.put_many({"client-secret:a": CLIENT_SECRET, "grant:g": "{}"})
+    assert store.get_many(["client-secret:a", "grant:g"]) == {
+        "client-secret:a": CLIENT_SECRET,
+        "grant:g": "{}",
+    }
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    store.delete_many(["client-secret:a", "grant:g", "not-there"])
+    assert store.get_many(["client-secret:a", "grant:g"]) == {
+        "client-secret:a": None,
+        "grant:g": None,
+    }
+
+
+def test_keyring_deletes_many_keys_and_says_which_it_could_not() -> None:
+    backend = MemoryKeyring()
+    store = KeyringStore(backend=backend)
+    store.set("a", "1")
+    store.set("b", "2")
+    store.delete_many(["a", "b", "never-saved"])
+    assert backend.values == {}
+    with pytest.raises(StorageError, match="could not delete 2 keys"):
+        KeyringStore(backend=RaisingKeyring()).delete_many(["a", "b"])
+
+
+def test_the_secrets_a_health_check_needs_come_in_one_read() -> None:
+    store = KeyringStore(backend=MemoryKeyring())
+    store.put_client_secret("app", CLIENT_SECRET)
+    store.put_tokens("g1", TOKENS)
+    real = store.get_many
+    reads: list[list[str]] = []
+
+    def counted(keys: list[str]) -> dict[str, str | None]:
+        reads.append(keys)
+        return real(keys)
+
+    store.get_many = counted  # type: ignore[method-assign]
+    tokens, secrets = store.get_tokens_and_secrets(["g1", "g2"], ["app", "other"])
+    assert len(reads) == 1
+    assert tokens == {"g1": TokenSet(ACCESS, TOKENS.expires_at, REFRESH, TOKENS.scopes), "g2": None}
+    assert secrets == {"app": CLIENT_SECRET, "other": None}
