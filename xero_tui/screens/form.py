@@ -453,7 +453,12 @@ class FormScreen(Screen[list[Connection] | None]):
         if self.outcome is None:
             return
         had_token = self.outcome_draft is not None and self.kind.uses_browser
-        rotated = self._rotated is not None and self.outcome.tokens.refresh_token == self._rotated
+        # A token from a check of a pasted one, still in its field (not edited by the user).
+        rotated = (
+            reason is not None
+            and self._rotated is not None
+            and self.outcome.tokens.refresh_token == self._rotated
+        )
         self.outcome = None
         self.outcome_draft = None
         self.chosen = []
@@ -464,7 +469,7 @@ class FormScreen(Screen[list[Connection] | None]):
             self._token_from_us = bool(self._value("refresh-token"))
             self._set_value("refresh-token", "")
         self._show_organisations()
-        if reason and rotated:
+        if rotated:
             self._say(
                 f"{reason}, so the checked token must be checked again: press enter in the "
                 "Refresh Token field, or ctrl+s."
