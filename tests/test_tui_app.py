@@ -537,17 +537,19 @@ async def test_demo_journey_with_the_approve_key() -> None:
             await pilot.press("n")
             await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
             await pilot.press("ctrl+f")
-            fill(form(app), redirect_uri=free_redirect_uri(demo.emulator, demo.emulator.web_client))
+            assert form(app).query_one("#redirect-uri", Input).value == demo.redirect_uri
             await pilot.press("ctrl+g")
             await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen))
             await wait_for(pilot, lambda: "approve" in footer_keys(app))
             await pilot.press("a")
             await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen), timeout=30)
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, FormScreen) and form(app).chosen)
+            await pilot.press("space", "down", "space", "enter")
+            await wait_for(
+                pilot, lambda: isinstance(app.screen, FormScreen) and len(form(app).chosen) == 2
+            )
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
-            await wait_for(pilot, lambda: home(app).query_one(DataTable).row_count == 1)
+            await wait_for(pilot, lambda: home(app).query_one(DataTable).row_count == 2)
             assert (demo.config_path / "secrets.toml").exists()
             await app.workers.wait_for_complete()
     finally:

@@ -823,6 +823,8 @@ class FormScreen(Screen[list[Connection] | None]):
             self._set_value("name", "Demo")
         self._set_value("client-id", client_id)
         self._set_value("client-secret", secret or "")
+        if self.kind.uses_browser:
+            self._set_value("redirect-uri", self.demo.redirect_uri)
         self._say(f"Filled in the demo {self.kind.label}. ctrl+g signs in.")
 
     def action_checklist(self) -> None:
