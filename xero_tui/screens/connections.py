@@ -258,6 +258,7 @@ class ConnectionsScreen(Screen[None]):
         empty.update(Text(error_sentence(error)))
         empty.display = True
         self.refresh_bindings()
+        self.xero_app.refresh_storage()
         self.call_after_refresh(self.xero_app.settle)
 
     def _status_cell(self, health: Health, shared: dict[str, Cell]) -> Cell:

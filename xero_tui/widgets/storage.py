@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from textual.widgets import Static
+from textual.content import Content
+from textual.widget import Widget
 
 UNKNOWN = "Secrets: …"
 
@@ -11,8 +12,31 @@ def storage_text(description: str) -> str:
     return f"Secrets: {description}"
 
 
-class StorageLine(Static):
-    """`Secrets: keyring (…)` or `Secrets: plain file PATH`; the app keeps every copy current."""
+def elide_middle(text: str, width: int) -> str:
+    """`text` in `width` cells: a long one loses its middle, so a path keeps its file name."""
+    if width <= 0 or len(text) <= width:
+        return text
+    if width < 3:
+        return text[:width]
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
+
+
+class StorageLine(Widget):
+    """`Secrets: keyring (…)` or `Secrets: plain file PATH`; the app keeps every copy current.
+
+    One row whatever the path, so that every screen keeps its layout at 80x24 and a dialog
+    in the middle of the screen does not hide it.
+    """
 
     def __init__(self, text: str | None = None) -> None:
-        super().__init__(text or UNKNOWN, markup=False)
+        super().__init__()
+        self.text = text or UNKNOWN
+
+    def update(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
+
+    def render(self) -> Content:
+        return Content(elide_middle(self.text, self.content_size.width))
