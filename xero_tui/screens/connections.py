@@ -6,6 +6,7 @@ import threading
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 from textual import on, work
@@ -35,35 +36,34 @@ COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
 WIDE = 100
 # How long the second read (the keyring's) waits for the first one's rows to be painted.
 PAINT_WAIT = 1.0
+# How long reading the config may take before the home screen says it is reading it.
+SLOW_READ = 0.3
 
 
 class Cell:
-    """One cell of the table: a Text, cut to its column.
+    """One cell of the table: plain text in one style, cut to its column with an ellipsis.
 
     It has no `__rich_measure__`, on purpose: the columns have fixed widths, yet DataTable
-    measures every cell of each new row, and measuring Text cells is most of what a thousand
-    connections cost to show.
+    measures every cell of each new row, and measuring is most of what a thousand connections
+    cost to show. Its Text is made only when the cell is drawn: few of the rows are on screen.
     """
 
-    __slots__ = ("text",)
+    __slots__ = ("style", "text")
 
-    def __init__(self, text: Text) -> None:
+    def __init__(self, text: str, style: str = "") -> None:
         self.text = text
+        self.style = style
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.text
+        yield Text(self.text, style=self.style, overflow="ellipsis", no_wrap=True)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cell):
             return NotImplemented
-        return self.text.plain == other.text.plain and self.text.style == other.text.style
+        return self.text == other.text and self.style == other.style
 
     def __hash__(self) -> int:
-        return hash((self.text.plain, str(self.text.style)))
-
-
-def cut(text: str) -> Cell:
-    return Cell(Text(text, overflow="ellipsis", no_wrap=True))
+        return hash((self.text, self.style))
 
 
 class ConnectionTable(DataTable[Cell]):
@@ -119,7 +119,12 @@ class ConnectionsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#home-empty").display = False
-        self._progress("Reading the saved connections…")
+        self._progress(None)
+        # The config is usually read in milliseconds: the spinner shows only when it is not
+        # (painting it meanwhile would only slow the reading down).
+        self._reading = self.set_timer(
+            SLOW_READ, partial(self._progress, "Reading the saved connections…")
+        )
         self.reload()
 
     # Loading -----------------------------------------------------------------------------------
@@ -146,6 +151,7 @@ class ConnectionsScreen(Screen[None]):
     def _show(
         self, health: list[Health], storage: str, painted: Callable[[], object] | None = None
     ) -> None:
+        self._reading.stop()
         self._progress(None)
         self._health = {h.connection.name: h for h in health}
         self._storage = storage
@@ -174,14 +180,14 @@ class ConnectionsScreen(Screen[None]):
         # Cells that read the same are one object: there are thousands of rows, and few kinds.
         shared: dict[str, Cell] = {}
         statuses = [self._status_cell(h, shared) for h in rows]
-        kind_cells = {kind: cut(kind.label) for kind in {h.connection.kind for h in rows}}
+        kind_cells = {kind: Cell(kind.label) for kind in {h.connection.kind for h in rows}}
         kinds = [kind_cells[h.connection.kind] for h in rows]
-        storage = cut("file" if self._storage.startswith("plain file") else "keyring")
+        storage = Cell("file" if self._storage.startswith("plain file") else "keyring")
         width = self.size.width or self.app.size.width
         # Each column has one cell of padding either side; the cursor column needs one more.
         show_storage = width >= WIDE
-        fixed = [max([len(COLUMNS[2]), *(len(k.text) for k in kind_cells.values())])]
-        fixed.append(max([len(COLUMNS[3]), *(len(s.text) for s in shared.values())]))
+        fixed = [max([len(COLUMNS[2]), *(cell_len(k.text) for k in kind_cells.values())])]
+        fixed.append(max([len(COLUMNS[3]), *(cell_len(s.text) for s in shared.values())]))
         if show_storage:
             fixed.append(len(COLUMNS[4]))
         free = width - sum(fixed) - 2 * (2 + len(fixed)) - 2
@@ -195,8 +201,8 @@ class ConnectionsScreen(Screen[None]):
             (
                 h.connection.name,
                 (
-                    cut(h.connection.name),
-                    cut(h.connection.tenant_name),
+                    Cell(h.connection.name),
+                    Cell(h.connection.tenant_name),
                     kind,
                     status,
                     *([storage] if show_storage else []),
@@ -251,6 +257,7 @@ class ConnectionsScreen(Screen[None]):
         return Text.assemble(*lines)
 
     def _show_load_error(self, error: XeroTuiError) -> None:
+        self._reading.stop()
         self._progress(None)
         self._health = {}
         self.query_one(DataTable).display = False
@@ -272,7 +279,7 @@ class ConnectionsScreen(Screen[None]):
             colour = "warning"
         else:
             colour = "error"
-        cell = shared[label] = Cell(Text(label, style=self.app.theme_variables.get(colour, "")))
+        cell = shared[label] = Cell(label, self.app.theme_variables.get(colour, ""))
         return cell
 
     # Selection ---------------------------------------------------------------------------------
