@@ -166,8 +166,19 @@ class ConnectionsScreen(Screen[None]):
         self.refresh_bindings()
         self.xero_app.show_storage(storage)
         if painted is not None:
-            self.call_after_refresh(painted)
-        self.call_after_refresh(self.xero_app.settle)
+            self.call_after_refresh(self._when_painted, painted)
+        self.call_after_refresh(self._when_painted, self.xero_app.settle)
+
+    def _when_painted(self, callback: Callable[[], object]) -> None:
+        """Run `callback` once the table's rows are on screen, not merely added.
+
+        DataTable sizes new rows on its own next idle, which can come after this screen's.
+        """
+        table = self.query_one(DataTable)
+        if table.display and table.virtual_size.height <= table.row_count:
+            self.call_after_refresh(self._when_painted, callback)
+            return
+        callback()
 
     def _fill_table(self) -> None:
         """Rows sized to the terminal: names are cut before a status is.
