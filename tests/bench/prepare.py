@@ -60,6 +60,9 @@ class Place:
         env = {k: v for k, v in os.environ.items() if not k.startswith("XERO_")}
         for name in ("SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT", "BROWSER", "PYTHONPATH"):
             env.pop(name, None)
+        # The floors' modules (Python's, Textual's, httpx's) are installed compiled; with this set
+        # by the caller, xero_tui's own would be compiled from source in every child instead.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.update(self.emulator_env)
         env.update(
             PYTHONPATH=str(ROOT),
