@@ -4,7 +4,7 @@ sign-in still applies to once the fields change."""
 from __future__ import annotations
 
 import pytest
-from textual import constants
+from textual import constants, events
 from textual.pilot import Pilot
 from textual.widgets import Input, RadioButton, Static
 
@@ -158,3 +158,24 @@ async def test_save_after_the_secret_changed_asks_for_a_new_sign_in(emulator: Em
     [conn] = service.connections()
     assert conn.name == "Own"
     assert service.client_secret_for(client.client_id) == secret
+
+
+async def test_keys_typed_after_tab_in_one_burst_go_to_the_next_field() -> None:
+    """A password manager types "name<TAB>client id" in one write; the text after the tab belongs
+    to the next field, even though the keys arrive before focus has moved."""
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        screen = form(app)
+        name = screen.query_one("#name", Input)
+        name.focus()
+        await pilot.pause()
+        nxt = screen.focus_chain[screen.focus_chain.index(name) + 1]
+        assert isinstance(nxt, Input)
+        burst = [("a", "a"), ("b", "b"), ("tab", "\t"), ("c", "c"), ("d", "d")]
+        for key, character in burst:
+            app.post_message(events.Key(key, character))
+        await wait_for(pilot, lambda: nxt.value == "cd")
+        assert name.value == "ab" and app.focused is nxt

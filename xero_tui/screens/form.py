@@ -76,6 +76,10 @@ class FormScreen(Screen[list[Connection] | None]):
         Binding("ctrl+f", "demo_fill", "Demo app", tooltip="Fill in the demo app's credentials."),
         Binding("ctrl+l", "checklist", "Setup", tooltip="How to create the app at Xero."),
         Binding("escape", "back", "Back"),
+        # Priority, so focus moves before the next key is handed out: a password manager types
+        # "id<TAB>secret" in one write, and the secret must not land in the ID field.
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
     ]
 
     def __init__(
