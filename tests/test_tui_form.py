@@ -179,3 +179,25 @@ async def test_keys_typed_after_tab_in_one_burst_go_to_the_next_field() -> None:
             app.post_message(events.Key(key, character))
         await wait_for(pilot, lambda: nxt.value == "cd")
         assert name.value == "ab" and app.focused is nxt
+
+
+async def test_quitting_with_a_checked_token_asks_and_stays_by_default(emulator: Emulator) -> None:
+    token = await token_from_another_tool(emulator)
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form_with_app(app, pilot, emulator)
+        screen.query_one("#refresh-token", Input).focus()
+        fill(screen, refresh_token=token)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        # Quit from the picker, above the form that holds the only copy of the new token.
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        assert "not saved yet" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        assert app.is_running
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        await pilot.press("tab", "enter")
+        await wait_for(pilot, lambda: not app.is_running)

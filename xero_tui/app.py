@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from textual import on, work
 from textual.app import App
@@ -183,23 +183,26 @@ class XeroTuiApp(App[None]):
         finally:
             self._consents_in_flight -= 1
 
+    def _quit_question(self) -> str | None:
+        """What quitting now would throw away, as a question; None when nothing would be lost."""
+        if self.consent_in_flight:
+            return "A sign-in to Xero is in progress. Quit and abandon it?"
+        if any(getattr(screen, "holds_unsaved_token", False) for screen in self.screen_stack):
+            return "A form holds a refresh token from Xero that is not saved yet. Quit and lose it?"
+        return None
+
     async def action_quit(self) -> None:
-        if not self.consent_in_flight:
+        question = self._quit_question()
+        if question is None:
             self.exit()
             return
-        self._confirm_quit()
+        self._confirm_quit(question)
 
     @work(exclusive=True, group="quit")
-    async def _confirm_quit(self) -> None:
+    async def _confirm_quit(self, question: str) -> None:
         from xero_tui.screens.confirm import YesNoScreen
 
-        leave = await self.push_screen_wait(
-            YesNoScreen(
-                "A sign-in to Xero is in progress. Quit and abandon it?",
-                yes="Quit",
-                no="Stay",
-            )
-        )
+        leave = await self.push_screen_wait(YesNoScreen(question, yes="Quit", no="Stay"))
         if leave:
             self.exit()
 
@@ -222,19 +225,14 @@ class XeroTuiApp(App[None]):
         paths = self.service.paths
         try:
             # From the settings alone: no keyring call on the UI thread.
-            in_file = self.service.uses_file_storage()
+            secrets = f"Secrets: {self.service.storage_summary()}"
+            severity: Literal["information", "error"] = "information"
         except XeroTuiError as exc:
-            self.notify(
-                f"Config: {paths.config_file}\n{error_sentence(exc)}",
-                title="Where things live",
-                severity="error",
-                timeout=10,
-            )
-            return
-        secrets = f"plain file {paths.secrets_file}" if in_file else "the system keyring"
+            secrets, severity = error_sentence(exc), "error"
         self.notify(
-            f"Config: {paths.config_file}\nSecrets: {secrets}",
+            f"Config: {paths.config_file}\n{secrets}",
             title="Where things live",
+            severity=severity,
             timeout=10,
         )
 
