@@ -30,7 +30,21 @@ def test_a_usable_expires_in_is_taken_as_given(expires_in: object, lifetime: flo
 
 @pytest.mark.parametrize(
     "expires_in",
-    ["soon", "", None, -60, 0, "-1", float("nan"), float("inf"), "inf", True, [1800], {"s": 1}],
+    [
+        "soon",
+        "",
+        None,
+        -60,
+        0,
+        "-1",
+        float("nan"),
+        float("inf"),
+        "inf",
+        10**400,
+        True,
+        [1800],
+        {"s": 1},
+    ],
 )
 def test_an_unusable_expires_in_falls_back_to_xeros_documented_lifetime(
     expires_in: object,

@@ -121,8 +121,9 @@ class DemoContext:
 
 def start_demo(tenants: int = DEMO_TENANTS) -> DemoContext:
     """Start the emulator on loopback and point this process at it and at a fresh config dir."""
-    redirect_uri = demo_redirect_uri()
+    # The emulator binds first, so the redirect port found free cannot turn out to be its own.
     emulator = Emulator(tenants=tenants).start()
+    redirect_uri = demo_redirect_uri()
     # The default stays registered too, for a form that still shows it once its port is free.
     redirect_uris = tuple(dict.fromkeys((redirect_uri, DEFAULT_REDIRECT_URI)))
     for client in (emulator.web_client, emulator.pkce_client):

@@ -105,7 +105,7 @@ def _lifetime(expires_in: object) -> float:
         return ACCESS_TOKEN_LIFETIME
     try:
         seconds = float(expires_in)
-    except ValueError:
+    except (ValueError, OverflowError):
         return ACCESS_TOKEN_LIFETIME
     if not math.isfinite(seconds) or seconds <= 0:
         return ACCESS_TOKEN_LIFETIME
