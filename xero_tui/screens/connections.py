@@ -191,7 +191,7 @@ class ConnectionsScreen(Screen[None]):
         # Cells that read the same are one object: there are thousands of rows, and few kinds.
         shared: dict[str, Cell] = {}
         statuses = [self._status_cell(h, shared) for h in rows]
-        kind_cells = {kind: Cell(kind.label) for kind in {h.connection.kind for h in rows}}
+        kind_cells = {kind: Cell(kind.short_label) for kind in {h.connection.kind for h in rows}}
         kinds = [kind_cells[h.connection.kind] for h in rows]
         storage = Cell("file" if self._storage.startswith("plain file") else "keyring")
         width = self.size.width or self.app.size.width
