@@ -313,6 +313,126 @@ def test_switching_is_not_recorded_when_the_file_does_not_keep_the_secrets(
     assert [h.label for h in svc.health()] == ["ok"]
 
 
+def lock_is_held(svc: Service, grant_id: str) -> bool:
+    """Whether someone (this process included) holds the grant's refresh lock right now."""
+    probe = FileLock(svc.paths.grant_lock(grant_id), 0)
+    try:
+        probe.acquire()
+    except LockTimeout:
+        return True
+    probe.release()
+    return False
+
+
+def test_switching_holds_every_refresh_lock_from_the_keyring_read_to_its_delete() -> None:
+    from tests.support.keyring_faults import MemoryKeyring
+    from xero_tui.core.secrets import KeyringStore
+
+    grants: list[str] = []
+    calls: list[tuple[str, bool]] = []
+
+    class Watched(MemoryKeyring):
+        # A refresh in another process takes the grant's lock first: while the move holds them
+        # all, none can store a newer token between the read and the delete.
+        def get_password(self, service: str, username: str) -> str | None:
+            calls.append(("read", all(lock_is_held(svc, g) for g in grants)))
+            return super().get_password(service, username)
+
+        def delete_password(self, service: str, username: str) -> None:
+            calls.append(("delete", all(lock_is_held(svc, g) for g in grants)))
+            super().delete_password(service, username)
+
+    backend = Watched()
+    svc = Service(secrets=KeyringStore(backend=backend))
+    grants += [
+        save_offline(svc, "web", Kind.WEB, WEB_ID, "t1"),
+        save_offline(svc, "own", Kind.CUSTOM, CUSTOM_ID, "t2"),
+    ]
+    calls.clear()
+
+    moved = svc.use_file_storage()
+
+    assert moved.moved == 4 and backend.values == {}
+    assert {kind for kind, _ in calls} == {"read", "delete"}
+    assert all(held for _, held in calls), calls
+    # And let go afterwards: the next refresh is not kept waiting.
+    assert not any(lock_is_held(svc, g) for g in grants)
+
+
+def test_switching_keeps_a_keyring_value_that_changed_during_the_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.keyring_faults import MemoryKeyring
+    from xero_tui.core.secrets import FileStore, KeyringStore, grant_key
+
+    backend = MemoryKeyring()
+    svc = Service(secrets=KeyringStore(backend=backend))
+    grant = save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
+    save_offline(svc, "other", Kind.WEB, "1" * 32, "t2")
+    key = ("xero-tui", grant_key(grant))
+    written = FileStore.put_many
+
+    def put_then_keyring_changes(self: FileStore, values: dict[str, str]) -> None:
+        written(self, values)
+        # Something that takes no grant lock writes the keyring meanwhile.
+        backend.values[key] = "written-during-the-move"
+
+    monkeypatch.setattr(FileStore, "put_many", put_then_keyring_changes)
+    moved = svc.use_file_storage()
+
+    # The newer value is not this move's to delete: kept, and said.
+    assert backend.values == {key: "written-during-the-move"}
+    assert moved.left_in_keyring == ("web",)
+    assert moved.notice is not None and "'web'" in moved.notice
+    kept = FileStore(svc.paths).get_tokens(grant)
+    assert kept is not None and kept.refresh_token == "refresh-of-web"
+
+
+def test_switching_waits_for_a_refresh_in_progress_and_gives_up_like_a_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.keyring_faults import MemoryKeyring
+    from xero_tui.core import service as service_module
+    from xero_tui.core.errors import StorageError
+    from xero_tui.core.secrets import KeyringStore
+
+    backend = MemoryKeyring()
+    svc = Service(secrets=KeyringStore(backend=backend))
+    grant = save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
+    monkeypatch.setattr(service_module, "GRANT_LOCK_TIMEOUT", 0.05)
+    refreshing = FileLock(svc.paths.grant_lock(grant), 0)
+    refreshing.acquire()
+    try:
+        with pytest.raises(StorageError, match="refreshing 'web'"):
+            svc.use_file_storage()
+    finally:
+        refreshing.release()
+    # Nothing moved and nothing recorded: the keyring is still the store, whole.
+    assert svc.load().secret_storage == "keyring" and len(backend.values) == 2
+
+
+def test_switching_does_not_count_a_stale_secrets_file_as_moved() -> None:
+    from dataclasses import replace
+
+    from tests.support.keyring_faults import MemoryKeyring, RaisingKeyring
+    from xero_tui.core.secrets import FileStore, KeyringStore
+
+    svc = Service(secrets=KeyringStore(backend=MemoryKeyring()))
+    grant = save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
+    # Left from an earlier spell on the file store: superseded long ago.
+    old = svc.secrets.get_tokens(grant)
+    assert old is not None
+    leftover = FileStore(svc.paths)
+    leftover.put_tokens(grant, replace(old, refresh_token="superseded"))
+    leftover.put_client_secret(WEB_ID, "old-secret")
+    locked = Service(secrets=KeyringStore(backend=RaisingKeyring()))
+
+    moved = locked.use_file_storage()
+
+    assert moved.moved == 0 and moved.reconnect == ("web",)
+    assert locked.connection("web").status is Status.NEEDS_RECONNECT
+
+
 def test_storage_kind_is_decided_in_one_place() -> None:
     from xero_tui.core.errors import StorageError
     from xero_tui.core.secrets import storage_kind

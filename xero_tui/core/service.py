@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +24,7 @@ from xero_tui.core.errors import (
     TokenRejected,
     UsageError,
     XeroTuiError,
+    clean_text,
 )
 from xero_tui.core.fsutil import ensure_private_dir
 from xero_tui.core.locks import FileLock, LockTimeout
@@ -157,6 +158,37 @@ class StorageMove:
     # Connections whose app's client secret stayed behind: enter it again.
     reenter_secret: tuple[str, ...] = ()
     keyring_problem: str | None = None
+    # Connections whose moved secret is also still in the keyring: it changed there during the
+    # move, or the keyring would not delete it. The file's copy is the one used from now on.
+    left_in_keyring: tuple[str, ...] = ()
+
+    @property
+    def notice(self) -> str | None:
+        """What the user has to know or do after the switch, in a few lines; None if nothing."""
+        parts = []
+        if self.reconnect or self.reenter_secret:
+            why = "the keyring did not give them"
+            if self.keyring_problem:
+                # Its first sentence: the rest advises the switch that was just made.
+                why = f"{why}: {self.keyring_problem.split('. ', 1)[0].rstrip('.')}"
+            parts.append(f"Some secrets stayed in the keyring ({why}).")
+        if self.reconnect:
+            parts.append(f"Reconnect {_names(self.reconnect)}.")
+        if self.reenter_secret:
+            parts.append(f"Enter the client secret again for {_names(self.reenter_secret)}.")
+        if self.left_in_keyring:
+            parts.append(
+                f"The keyring still holds a copy for {_names(self.left_in_keyring)}; the file's "
+                "copy is the one used now."
+            )
+        if not parts:
+            return None
+        moved = f"Moved {self.moved} secret{'s' if self.moved != 1 else ''} to the plain file."
+        return clean_text(" ".join([moved, *parts]), 600)
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in names)
 
 
 @dataclass(frozen=True)
@@ -309,21 +341,67 @@ class Service:
         """
         config = self.load()
         source = self._secrets_for(config)
-        target = FileStore(self.paths)
         grant_ids = sorted({c.grant_id for c in config.connections.values()} | set(config.grants))
         client_ids = sorted({c.client_id for c in config.connections.values() if c.kind.has_secret})
         keys = [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
+        if source.kind != "keyring":
+            # Already on the file (--insecure-storage): nothing moves, and what it lacks is lost.
+            kept = source.get_many(keys)
+            return self._switch_to_file(config, {k for k in keys if kept[k] is None}, 0, None)
+        # Every grant's refresh lock, from the keyring read to the keyring delete: a refresh
+        # finishing in between would store a newer token in the keyring, to be deleted there
+        # while the file kept the one it superseded (dead 30 minutes later).
+        with self._grant_locks(grant_ids, config):
+            return self._move_from_keyring(config, source, keys)
+
+    def _move_from_keyring(
+        self, config: Config, source: SecretStore, keys: list[str]
+    ) -> StorageMove:
+        """Blocking, under the grant locks: read, write the file, record the switch, delete."""
         found: dict[str, str | None] = {}
         problem = None
-        if source.kind == "keyring" and keys:
+        if keys:
             try:
                 found = source.get_many(keys)
             except StorageError as exc:
                 problem = str(exc)
         moving = {key: value for key, value in found.items() if value is not None}
-        target.put_many(moving)
-        kept = target.get_many(keys)
-        missing = {key for key in keys if kept[key] is None}
+        FileStore(self.paths).put_many(moving)
+        # Only what came from the keyring counts as kept: a secrets.toml left from an earlier
+        # spell on the file store may hold values for the rest, and those are stale.
+        missing = {key for key in keys if key not in moving}
+        move = self._switch_to_file(config, missing, len(moving), problem)
+        if not moving:
+            return move
+        # Moved, not copied: a second live copy would be refreshed apart from this one and each
+        # would break the other. But only a value still as it was read is dropped; one written
+        # meanwhile (by something that takes no grant lock) is kept, and said.
+        try:
+            now = source.get_many(list(moving))
+        except StorageError:
+            now = {}
+        unchanged = [key for key, value in moving.items() if now.get(key) == value]
+        left = set(moving) - set(unchanged)
+        if unchanged:
+            try:
+                source.delete_many(unchanged)
+            except StorageError:
+                left.update(unchanged)
+        if not left:
+            return move
+        names = sorted(
+            c.name
+            for c in config.connections.values()
+            if grant_key(c.grant_id) in left
+            or (c.kind.has_secret and client_secret_key(c.client_id) in left)
+        )
+        return replace(move, left_in_keyring=tuple(names))
+
+    def _switch_to_file(
+        self, config: Config, missing: set[str], moved: int, problem: str | None
+    ) -> StorageMove:
+        """Blocking. The config says "file" from now on; connections whose tokens were not moved
+        need reconnecting."""
         reconnect = sorted(
             c.name for c in config.connections.values() if grant_key(c.grant_id) in missing
         )
@@ -343,13 +421,34 @@ class Service:
                     conn.status = Status.NEEDS_RECONNECT
 
         self.store.update(change)
-        self._secrets = target
-        if moving and source.kind == "keyring":
-            # Moved, not copied: a second live copy would be refreshed apart from this one and
-            # each would break the other. The file is the copy in use; this is tidying only.
-            with contextlib.suppress(StorageError):
-                source.delete_many(list(moving))
-        return StorageMove(len(moving), tuple(reconnect), tuple(reenter), problem)
+        self._secrets = FileStore(self.paths)
+        return StorageMove(moved, tuple(reconnect), tuple(reenter), problem)
+
+    @contextlib.contextmanager
+    def _grant_locks(self, grant_ids: Sequence[str], config: Config) -> Iterator[None]:
+        """Blocking. Hold the refresh locks of `grant_ids`, taken in the order given: callers
+        that take several pass them sorted, so that two of them cannot deadlock."""
+        held: list[FileLock] = []
+        try:
+            for grant_id in grant_ids:
+                lock = self._grant_lock(grant_id)
+                try:
+                    lock.acquire()
+                except LockTimeout:
+                    names = [c.name for c in config.connections.values() if c.grant_id == grant_id]
+                    what = _names(sorted(names)) if names else f"grant {grant_id}"
+                    raise StorageError(
+                        f"Another xero-tui process has been refreshing {what} for over "
+                        f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.path}); try again."
+                    ) from None
+                except OSError as exc:
+                    reason = exc.strerror or exc.__class__.__name__
+                    raise StorageError(f"Could not lock {lock.path}: {reason}.") from None
+                held.append(lock)
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
 
     def connection(self, name: str, config: Config | None = None) -> Connection:
         config = config or self.load()
