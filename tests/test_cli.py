@@ -524,6 +524,23 @@ def test_remove_says_what_it_could_not_do_at_xero(emulator: Emulator, isolated_e
     assert "acme" not in config(isolated_env).get("connections", {})
 
 
+def test_remove_when_xero_cannot_be_reached_still_removes_and_says_what_was_missed(
+    emulator: Emulator, isolated_env: Path, keyring_file: Path
+) -> None:
+    assert connect_web(emulator).code == 0
+    grant = config(isolated_env)["connections"]["acme"]["grant"]
+    emulator.stop()
+    env = cli_env(XERO_TUI_HTTP_RETRIES="0")
+    result = run_cli("remove", "acme", "--disconnect", "--revoke", env=env)
+    # Removed here all the same; Xero's part is said on stderr, and the exit code is 1.
+    assert result.code == 1, result.err
+    assert "Removed 'acme'" in result.out
+    assert "not disconnected at Xero" in result.err and "not revoked" in result.err
+    assert "Traceback" not in result.err
+    assert "acme" not in config(isolated_env).get("connections", {})
+    assert f"grant:{grant}" not in read_all(keyring_file).get("xero-tui", {})
+
+
 def test_remove_finds_a_missing_connection_id_at_xero(
     emulator: Emulator, isolated_env: Path
 ) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from xero_tui.core.config import Config, ConfigStore
 from xero_tui.core.endpoints import Endpoints
 from xero_tui.core.errors import (
+    EXIT_NEEDS_RECONNECT,
     NeedsReconnect,
     NotFound,
     StorageError,
@@ -946,18 +947,23 @@ class Service:
                 conn, disconnect, revoking, f"{name!r} needs reconnecting, so no token reaches Xero"
             )
         elif disconnect or revoking:
+            # Each step is taken off as it is done: a failure names only what is left.
+            left = {"disconnect": disconnect, "revoke": revoking}
             try:
-                reached, missed = await self._disconnect_at_xero(conn, disconnect, revoking)
+                not_done += await self._disconnect_at_xero(conn, left, done)
             except NeedsReconnect:
                 stale = True
                 not_done += _not_reached(
-                    conn, disconnect, False, "Xero no longer accepts the grant"
+                    conn, left["disconnect"], False, "Xero no longer accepts the grant"
                 )
-                if revoking:
+                if left["revoke"]:
                     done.append("the grant was already gone at Xero")
-            else:
-                done += reached
-                not_done += missed
+            except XeroTuiError as exc:
+                # Xero unreachable, a token it refused, a secret store that would not answer:
+                # the connection is removed here all the same, and what was missed is said.
+                stale = exc.exit_code == EXIT_NEEDS_RECONNECT
+                why = clean_text(str(exc), 300).rstrip(".")
+                not_done += _not_reached(conn, left["disconnect"], left["revoke"], why)
         if revoke and sharing:
             done.append(f"the grant was kept for {', '.join(sorted(sharing))}")
         await _in_thread(self._forget, conn)
@@ -980,14 +986,14 @@ class Service:
             secrets.delete_client_secret(conn.client_id)
 
     async def _disconnect_at_xero(
-        self, conn: Connection, disconnect: bool, revoke: bool
-    ) -> tuple[list[str], list[str]]:
-        """What was done at Xero, and what could not be (each a phrase)."""
+        self, conn: Connection, left: dict[str, bool], done: list[str]
+    ) -> list[str]:
+        """Do the steps still True in `left` at Xero, setting each False and saying it in `done`
+        once it is done; returns what could not be done (each a phrase)."""
         _, tokens = await self.access_token(conn.name)
-        done: list[str] = []
         not_done: list[str] = []
         async with self._client() as xero:
-            if disconnect:
+            if left["disconnect"]:
                 connection_id = conn.connection_id
                 if not connection_id:
                     # Saved without Xero's id for it: Xero's list for this grant has it.
@@ -997,23 +1003,26 @@ class Service:
                 gone = False
                 if connection_id:
                     gone = await xero.delete_connection(tokens.access_token, connection_id)
+                left["disconnect"] = False
                 done.append(
                     f"disconnected {conn.tenant_name} at Xero"
                     if gone
                     else f"{conn.tenant_name} was already disconnected at Xero"
                 )
-            if revoke and tokens.refresh_token:
+            if left["revoke"] and tokens.refresh_token:
                 secret = None
                 if conn.kind.has_secret:
                     secret = await _in_thread(self.secrets.get_client_secret, conn.client_id)
                 await xero.revoke(conn.client_id, secret, tokens.refresh_token)
+                left["revoke"] = False
                 done.append("revoked the grant")
-            elif revoke:
+            elif left["revoke"]:
+                left["revoke"] = False
                 not_done.append(
                     "the grant was not revoked: a custom connection has no refresh token to "
                     "revoke; --disconnect (or removing the connection at Xero) ends its access"
                 )
-        return done, not_done
+        return not_done
 
 
 def _not_reached(conn: Connection, disconnect: bool, revoke: bool, why: str) -> list[str]:
