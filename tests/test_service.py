@@ -213,6 +213,24 @@ async def test_cancelled_refresh_still_stores_the_rotated_token(emulator: Emulat
     assert stored is not None and stored.refresh_token == current
 
 
+async def test_a_pasted_token_check_that_fails_after_the_refresh_gives_back_the_new_tokens(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xero_tui.core.service import TokenCheckFailed
+
+    draft = await connect(Service(), emulator, "elsewhere")
+    pasted = emulator.current_refresh_token(draft.client_id)
+    assert pasted
+    monkeypatch.setenv("XERO_TUI_HTTP_RETRIES", "0")
+    emulator.inject("connections", "status", status=503)
+    with pytest.raises(TokenCheckFailed) as failed:
+        await Service().outcome_from_refresh_token(draft, pasted)
+    rotated = emulator.current_refresh_token(draft.client_id)
+    assert rotated != pasted and failed.value.tokens.refresh_token == rotated
+    assert failed.value.exit_code == 4
+    assert rotated not in str(failed.value) and rotated not in repr(failed.value)
+
+
 # Switching to the plain-file store ------------------------------------------------------------
 
 WEB_ID = "0123456789abcdef0123456789abcdef"

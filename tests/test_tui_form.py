@@ -201,3 +201,40 @@ async def test_quitting_with_a_checked_token_asks_and_stays_by_default(emulator:
         await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
         await pilot.press("tab", "enter")
         await wait_for(pilot, lambda: not app.is_running)
+
+
+async def test_a_check_that_fails_after_xero_rotated_keeps_the_new_token_and_asks_on_leaving(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await token_from_another_tool(emulator)
+    client_id = emulator.web_client.client_id
+    monkeypatch.setenv("XERO_TUI_HTTP_RETRIES", "0")
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form_with_app(app, pilot, emulator)
+        box = screen.query_one("#refresh-token", Input)
+        box.focus()
+        fill(screen, refresh_token=token)
+        # The refresh succeeds (Xero rotates), then listing the organisations fails.
+        emulator.inject("connections", "status", status=503)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        rotated = emulator.current_refresh_token(client_id)
+        assert rotated and rotated != token
+        await wait_for(pilot, lambda: box.value == rotated)
+        assert screen.outcome is None and screen.holds_unsaved_token
+        hint = str(screen.query_one("#refresh-token-hint", Static).render())
+        assert "503" in hint and "press enter to check it again" in hint
+
+        # Leaving would lose the only live token: asked, and Stay is the default.
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        assert "pasted refresh token" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is screen)
+
+        # Checking again uses the new token, and this time the organisations come.
+        box.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+    assert emulator.current_refresh_token(client_id) not in (token, rotated)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from xero_tui.core.config import Config, ConfigStore
 from xero_tui.core.endpoints import Endpoints
 from xero_tui.core.errors import (
+    EXIT_ERROR,
     EXIT_NEEDS_RECONNECT,
     NeedsReconnect,
     NotFound,
@@ -96,6 +97,19 @@ class ConsentOutcome:
             self.tenants,
             key=lambda t: (t.tenant_id not in self.new_tenant_ids, t.tenant_name.casefold()),
         )
+
+
+class TokenCheckFailed(XeroTuiError):
+    """Xero took a pasted refresh token and answered with new tokens, then a later call failed.
+
+    The pasted token stops working 30 minutes after that refresh: `tokens` hold the only live
+    refresh token, and must reach the user (or the secret store) rather than be dropped.
+    """
+
+    def __init__(self, message: str, tokens: TokenSet, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -563,10 +577,23 @@ class Service:
     async def outcome_from_refresh_token(
         self, draft: ConnectionDraft, refresh_token: str
     ) -> ConsentOutcome:
-        """Validate a refresh token pasted from another tool by using it (it rotates)."""
+        """Validate a refresh token pasted from another tool by using it (it rotates).
+
+        Raises TokenCheckFailed, with the new tokens, when Xero rotated it but the organisations
+        could not be listed.
+        """
         async with self._client() as xero:
             tokens = await xero.refresh(draft.client_id, draft.client_secret, refresh_token)
-            return await self._outcome(xero, tokens)
+            # Xero has rotated the token now: whatever fails next, the new one goes back.
+            try:
+                return await self._outcome(xero, tokens)
+            except XeroTuiError as exc:
+                raise TokenCheckFailed(str(exc), tokens, exc.exit_code) from exc
+            except Exception as exc:
+                raise TokenCheckFailed(
+                    f"Xero's list of organisations could not be read ({type(exc).__name__}).",
+                    tokens,
+                ) from exc
 
     async def outcome_for_custom(self, draft: ConnectionDraft) -> ConsentOutcome:
         if not draft.client_secret:

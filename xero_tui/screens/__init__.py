@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from xero_tui.core.errors import XeroTuiError, clean_text
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 
 def error_sentence(error: BaseException) -> str:
@@ -34,3 +39,10 @@ class PaletteCommand:
     title: str
     help: str
     run: Callable[[], object]
+
+
+def sign_in_guard(app: App[Any]) -> AbstractContextManager[None]:
+    """While a sign-in or a token check is under way, the app asks before quitting."""
+    from xero_tui.app import XeroTuiApp
+
+    return app.consent_guard() if isinstance(app, XeroTuiApp) else nullcontext()

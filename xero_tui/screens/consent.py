@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -35,7 +34,7 @@ from xero_tui.core.models import MYAPPS_URL
 from xero_tui.core.secrets import ProbeResult
 from xero_tui.core.service import ConsentOutcome
 from xero_tui.core.xero import oauth_error
-from xero_tui.screens import error_sentence
+from xero_tui.screens import error_sentence, sign_in_guard
 from xero_tui.widgets.values import link_content
 
 if TYPE_CHECKING:
@@ -206,7 +205,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             return
         self.attempt = attempt
         outcome: ConsentOutcome | None = None
-        with self._guard():
+        with sign_in_guard(self.app):
             try:
                 self._show_attempt(attempt)
                 try:
@@ -243,12 +242,6 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         while not self.is_active:
             await asyncio.sleep(0.05)
         self.dismiss(outcome)
-
-    def _guard(self) -> AbstractContextManager[None]:
-        """While a sign-in is under way, the app asks before quitting."""
-        from xero_tui.app import XeroTuiApp
-
-        return self.app.consent_guard() if isinstance(self.app, XeroTuiApp) else nullcontext()
 
     def _begin_error(self, exc: Exception) -> str:
         sentence = error_sentence(exc)

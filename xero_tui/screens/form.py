@@ -8,7 +8,6 @@ and reconnects one (a new sign-in that replaces the connections sharing its gran
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
@@ -39,12 +38,13 @@ from xero_tui.core.models import (
 from xero_tui.core.service import (
     ConnectionDraft,
     ConsentOutcome,
+    TokenCheckFailed,
     connection_names,
     reconnect_names,
     renewed_pairs,
 )
 from xero_tui.core.validate import check_client_id, check_name, check_redirect_uri
-from xero_tui.screens import PaletteCommand, error_sentence
+from xero_tui.screens import PaletteCommand, error_sentence, sign_in_guard
 from xero_tui.screens.confirm import YesNoScreen
 
 if TYPE_CHECKING:
@@ -615,10 +615,17 @@ class FormScreen(Screen[list[Connection] | None]):
         self.chosen = []
         self._pasted_token = False
         if draft.kind.uses_browser and outcome.tokens.refresh_token:
-            self._token_from_us = True
-            self._set_value("refresh-token", outcome.tokens.refresh_token)
+            self._put_token(outcome.tokens.refresh_token)
         self._show_hint("refresh-token", None)
         self.refresh_bindings()
+
+    def _put_token(self, token: str) -> None:
+        """Show a refresh token from Xero in the field, without it counting as a paste."""
+        box = self.query_one("#refresh-token", Input)
+        if box.value != token:
+            # Only a change posts Input.Changed, which is what clears the mark again.
+            self._token_from_us = True
+            box.value = token
 
     async def _choose_organisations(self) -> None:
         outcome = self.outcome
@@ -701,8 +708,19 @@ class FormScreen(Screen[list[Connection] | None]):
         self._progress("Checking the refresh token with Xero…")
         self._checking = True
         try:
-            with self._guard():
+            with sign_in_guard(self.app):
                 outcome = await self.service.outcome_from_refresh_token(draft, token)
+        except TokenCheckFailed as exc:
+            # Xero replaced the pasted token before the failure: the new one is the only copy.
+            self._rotated = exc.tokens.refresh_token
+            if exc.tokens.refresh_token:
+                self._put_token(exc.tokens.refresh_token)
+            self._show_hint(
+                "refresh-token",
+                f"{error_sentence(exc)} Xero has already replaced the pasted token; the field "
+                "holds the new one: press enter to check it again.",
+            )
+            return
         except XeroTuiError as exc:
             self._show_hint("refresh-token", error_sentence(exc))
             return
@@ -714,12 +732,6 @@ class FormScreen(Screen[list[Connection] | None]):
         await self._choose_organisations()
         if then_save and self.chosen:
             await self._save()
-
-    def _guard(self) -> AbstractContextManager[None]:
-        """While a token is being checked, the app asks before quitting."""
-        from xero_tui.app import XeroTuiApp
-
-        return self.app.consent_guard() if isinstance(self.app, XeroTuiApp) else nullcontext()
 
     # Saving ------------------------------------------------------------------------------------
 
