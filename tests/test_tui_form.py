@@ -238,3 +238,33 @@ async def test_a_check_that_fails_after_xero_rotated_keeps_the_new_token_and_ask
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
     assert emulator.current_refresh_token(client_id) not in (token, rotated)
+
+
+async def test_an_opened_connection_saves_a_new_secret_but_not_a_new_app_without_a_sign_in() -> (
+    None
+):
+    from tests.test_service import CUSTOM_ID, WEB_ID, save_offline
+
+    service = Service()
+    # A custom connection's redirect URI plays no part, whatever was saved with it.
+    save_offline(service, "own", Kind.CUSTOM, CUSTOM_ID, "t1")
+    save_offline(service, "web", Kind.WEB, WEB_ID, "t2")
+    app = XeroTuiApp(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = FormScreen(service, existing=service.connection("own"))
+        await app.push_screen(screen)
+        await wait_for(pilot, lambda: screen.query_one("#client-secret", Input).value != "")
+        fill(screen, client_secret="a-new-secret", scopes="  ".join(reversed(screen._scopes())))
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is not screen)
+        assert service.client_secret_for(CUSTOM_ID) == "a-new-secret"
+
+        screen = FormScreen(service, existing=service.connection("web"))
+        await app.push_screen(screen)
+        await wait_for(pilot, lambda: screen.query_one("#client-secret", Input).value != "")
+        fill(screen, redirect_uri="http://localhost:8081/callback")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen and "take effect with a new sign-in" in message(screen)
+        await app.workers.wait_for_complete()

@@ -8,6 +8,7 @@ and reconnects one (a new sign-in that replaces the connections sharing its gran
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
@@ -39,6 +40,7 @@ from xero_tui.core.service import (
     ConnectionDraft,
     ConsentOutcome,
     TokenCheckFailed,
+    clone_draft,
     connection_names,
     reconnect_names,
     renewed_pairs,
@@ -449,7 +451,20 @@ class FormScreen(Screen[list[Connection] | None]):
 
     def _draft_changed(self) -> bool:
         """Whether the fields no longer describe the app the sign-in was made with."""
-        return self.outcome_draft is not None and self._fields_draft() != self.outcome_draft
+        return self.outcome_draft is not None and self._describes_another_app(self.outcome_draft)
+
+    def _describes_another_app(self, draft: ConnectionDraft, *, with_secret: bool = True) -> bool:
+        """Whether the fields describe an app other than `draft`'s (scopes in any order; the
+        client secret only `with_secret`)."""
+        fields = self._fields_draft()
+        if not draft.kind.uses_browser:
+            # As `_fields_draft` has it: an app without a browser sign-in has no redirect URI.
+            draft = replace(draft, redirect_uri=DEFAULT_REDIRECT_URI)
+        if not with_secret:
+            fields, draft = replace(fields, client_secret=None), replace(draft, client_secret=None)
+        if set(fields.scopes) != set(draft.scopes):
+            return True
+        return replace(fields, scopes=()) != replace(draft, scopes=())
 
     def _forget_outcome(self, reason: str | None) -> None:
         """A sign-in belongs to the app's type, client ID, secret, redirect URI and scopes;
@@ -796,13 +811,8 @@ class FormScreen(Screen[list[Connection] | None]):
         """An opened connection without a new sign-in: only a changed client secret can be kept."""
         conn = self.existing
         assert conn is not None
-        changed = (
-            self.kind is not conn.kind
-            or self._value("client-id") != conn.client_id
-            or self._value("redirect-uri") != conn.redirect_uri
-            or set(self._scopes()) != set(conn.scopes)
-        )
-        if changed:
+        # The client secret is the one thing that can change without a sign-in.
+        if self._describes_another_app(clone_draft(conn, None), with_secret=False):
             self._say(
                 "The app type, client ID, redirect URI and scopes take effect with a new sign-in: "
                 "press ctrl+g (Generate), then save.",
