@@ -447,6 +447,37 @@ async def test_unusable_keyring_shows_the_choices_before_anything_else(
         await app.workers.wait_for_complete()
 
 
+@pytest.mark.usefixtures("failing_keyring")
+async def test_switching_to_a_file_says_which_saved_connections_it_could_not_move(
+    emulator: Emulator,
+) -> None:
+    from tests.support.keyring_faults import MemoryKeyring
+    from tests.test_service import WEB_ID, save_offline
+    from xero_tui.core.secrets import KeyringStore
+
+    # Saved while the keyring worked; now it has none to give.
+    save_offline(
+        Service(secrets=KeyringStore(backend=MemoryKeyring())), "web", Kind.WEB, WEB_ID, "t1"
+    )
+    draft = web_draft(emulator)
+    service = Service()
+    app = ConsentApp(lambda: ConsentScreen(service, draft, env=no_display_env(SSH_CONNECTION="x")))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_phase(pilot, "storage")
+        await pilot.press("f")
+        screen = await until_phase(pilot, "waiting")
+        line = screen.query_one("#consent-moved", Static)
+        said = text_of(app, "#consent-moved")
+        assert "Reconnect 'web'" in said and "No recommended backend" in said
+        assert "To go on" not in said
+        # Seen beside the sign-in, whole, on an 80x24 terminal.
+        assert line.display and line.region.height >= 1 and line.region.bottom <= 24
+        assert screen.query_one("#consent-url").region.height >= 1
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+    assert service.connection("web").status.value == "needs_reconnect"
+
+
 async def test_keys_stay_responsive_while_the_browser_command_sleeps(
     emulator: Emulator,
 ) -> None:

@@ -182,15 +182,15 @@ class StorageMove:
         """What the user has to know or do after the switch, in a few lines; None if nothing."""
         parts = []
         if self.reconnect or self.reenter_secret:
-            why = "the keyring did not give them"
-            if self.keyring_problem:
-                # Its first sentence: the rest advises the switch that was just made.
-                why = f"{why}: {self.keyring_problem.split('. ', 1)[0].rstrip('.')}"
-            parts.append(f"Some secrets stayed in the keyring ({why}).")
-        if self.reconnect:
-            parts.append(f"Reconnect {_names(self.reconnect)}.")
-        if self.reenter_secret:
-            parts.append(f"Enter the client secret again for {_names(self.reenter_secret)}.")
+            # The problem's first sentence: the rest advises the switch just made.
+            why = (self.keyring_problem or "").split(". ", 1)[0].rstrip(".")
+            parts.append(_sentence(why or "The keyring holds no secrets for some connections"))
+            todo = []
+            if self.reconnect:
+                todo.append(f"reconnect {_names(self.reconnect)}")
+            if self.reenter_secret:
+                todo.append(f"enter the client secret again for {_names(self.reenter_secret)}")
+            parts.append(_sentence("; ".join(todo)))
         if self.left_in_keyring:
             parts.append(
                 f"The keyring still holds a copy for {_names(self.left_in_keyring)}; the file's "
@@ -198,8 +198,10 @@ class StorageMove:
             )
         if not parts:
             return None
-        moved = f"Moved {self.moved} secret{'s' if self.moved != 1 else ''} to the plain file."
-        return clean_text(" ".join([moved, *parts]), 600)
+        if self.moved:
+            plural = "s" if self.moved != 1 else ""
+            parts.insert(0, f"Moved {self.moved} secret{plural} to the plain file.")
+        return clean_text(" ".join(parts), 600)
 
 
 def _names(names: Sequence[str]) -> str:

@@ -32,7 +32,7 @@ from xero_tui.core.errors import (
 )
 from xero_tui.core.models import MYAPPS_URL
 from xero_tui.core.secrets import ProbeResult
-from xero_tui.core.service import ConsentOutcome
+from xero_tui.core.service import ConsentOutcome, StorageMove
 from xero_tui.core.xero import oauth_error
 from xero_tui.screens import error_sentence, sign_in_guard
 from xero_tui.widgets.values import link_content
@@ -71,6 +71,14 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         Binding("r", "retry", "Try again"),
     ]
 
+    DEFAULT_CSS = """
+    #consent-moved {
+        display: none;
+        height: auto;
+        color: $text-warning;
+    }
+    """
+
     phase: reactive[str] = reactive("probe", init=False)
 
     def __init__(
@@ -101,6 +109,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         with Vertical(id="consent-dialog") as dialog:
             dialog.border_title = "Sign in to Xero"
             with VerticalScroll(id="consent-body"):
+                # What switching to the file store left to do; kept through every phase.
+                yield Static(id="consent-moved", markup=False)
                 yield Static(id="consent-status", markup=False)
                 yield Static(id="consent-next", markup=False)
                 with Vertical(id="consent-storage"):
@@ -157,10 +167,11 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         if use_file:
             self._status("Switching to the plain-file secret store…")
             try:
-                await asyncio.to_thread(self.service.use_file_storage)
+                move = await asyncio.to_thread(self.service.use_file_storage)
             except Exception as exc:
                 self._fail(error_sentence(exc))
                 return
+            self._show_move(move)
         if not self._storage_ok:
             self.phase = "probe"
             self._status("Checking that the secrets can be kept before you sign in…")
@@ -170,6 +181,22 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                 return
             self._storage_ok = True
         await self._consent()
+
+    def _show_move(self, move: StorageMove) -> None:
+        """Say what the switch did with the secrets saved so far: saved connections that now
+        need reconnecting (or their client secret again) must not find out only later."""
+        notice = move.notice
+        if notice is not None:
+            line = self.query_one("#consent-moved", Static)
+            line.update(notice)
+            line.display = True
+        elif move.moved:
+            plural = "s" if move.moved != 1 else ""
+            self.notify(
+                f"Moved {move.moved} saved secret{plural} from the keyring to the plain file.",
+                timeout=5,
+                markup=False,
+            )
 
     async def _probe(self) -> ProbeResult:
         # The keyring call itself runs in a thread with a limit of its own; this bound keeps
