@@ -571,6 +571,40 @@ async def test_a_failed_demo_approve_says_why_in_a_sentence(
         await app.workers.wait_for_complete()
 
 
+async def test_a_failed_demo_approve_is_shown_as_plain_text(emulator: Emulator) -> None:
+    draft = web_draft(emulator)
+    demo = FailingDemo(ConsentError("Invalid [b]redirect_uri[/b]\x1b[31m here"))
+    app = ConsentApp(
+        lambda: ConsentScreen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until_phase(pilot, "waiting")
+        await pilot.press("a")
+        await until(pilot, lambda: bool(app._notifications))
+        [note] = list(app._notifications)
+        assert note.message == "The demo could not approve: Invalid [b]redirect_uri[/b] here"
+        assert note.markup is False
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
+def test_a_redirect_that_cannot_be_opened_is_named_without_its_code_or_state(
+    emulator: Emulator,
+) -> None:
+    from xero_tui.core.endpoints import Endpoints
+    from xero_tui.core.oauth import build_auth_request
+
+    draft = web_draft(emulator)  # nothing listens on its redirect port
+    request = build_auth_request(
+        Endpoints.from_env(), draft.client_id, draft.redirect_uri, draft.scopes
+    )
+    with pytest.raises(ConsentError) as failed:
+        answer_consent(request.url, follow_redirect=True)
+    message = failed.value.message
+    assert f"could not open the redirect to {draft.redirect_uri}:" in message
+    assert "code=" not in message and request.state not in message
+
+
 async def test_the_demo_key_is_hidden_outside_demo_mode(emulator: Emulator) -> None:
     draft = web_draft(emulator)
     app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))

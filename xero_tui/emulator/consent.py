@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ssl
 from html.parser import HTMLParser
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -72,6 +72,11 @@ class _ConsentForm(HTMLParser):
             self._error_text.append(data)
 
 
+def _without_query(url: str) -> str:
+    """`url` fit for a message: its query carries the authorization code and state."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
 def _read(response: httpx.Response) -> _ConsentForm:
     form = _ConsentForm()
     form.feed(response.text)
@@ -80,7 +85,8 @@ def _read(response: httpx.Response) -> _ConsentForm:
         raise ConsentError(form.errors[0])
     if response.status_code != 200 or form.action is None:
         raise ConsentError(
-            f"{response.url} did not show a consent page (HTTP {response.status_code})"
+            f"{_without_query(str(response.url))} did not show a consent page "
+            f"(HTTP {response.status_code})"
         )
     return form
 
@@ -137,5 +143,7 @@ def _answer(
             try:
                 client.get(location)
             except httpx.HTTPError as exc:
-                raise ConsentError(f"could not open the redirect {location}: {exc}") from exc
+                raise ConsentError(
+                    f"could not open the redirect to {_without_query(location)}: {exc}"
+                ) from exc
         return location

@@ -29,6 +29,7 @@ from xero_tui.core.errors import (
     ConsentTimeout,
     OAuthError,
     PortInUse,
+    clean_text,
 )
 from xero_tui.core.models import MYAPPS_URL
 from xero_tui.core.secrets import ProbeResult
@@ -437,11 +438,15 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         try:
             demo.approve(url)
         except ConsentError as exc:
-            self._approve_failed(exc.message)
+            # The page's own words: text from outside, not markup.
+            self._approve_failed(clean_text(exc.message))
         except Exception as exc:
             self._approve_failed(error_sentence(exc))
 
     def _approve_failed(self, sentence: str) -> None:
         self.app.call_from_thread(
-            self.notify, f"The demo could not approve: {sentence}", severity="error"
+            self.notify,
+            f"The demo could not approve: {sentence}",
+            severity="error",
+            markup=False,
         )
