@@ -7,12 +7,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from textual.widgets import Static
 
 from xero_tui.core.errors import XeroTuiError, clean_text
 
 if TYPE_CHECKING:
     from textual.app import App
+    from textual.widget import Widget
 
 
 def error_sentence(error: BaseException) -> str:
@@ -46,3 +49,21 @@ def sign_in_guard(app: App[Any]) -> AbstractContextManager[None]:
     from xero_tui.app import XeroTuiApp
 
     return app.consent_guard() if isinstance(app, XeroTuiApp) else nullcontext()
+
+
+class Messages:
+    """The progress row and message line a screen composes as `#PREFIX-progress`,
+    `#PREFIX-progress-text` and `#PREFIX-message`."""
+
+    message_prefix: ClassVar[str]
+
+    def _progress(self, text: str | None) -> None:
+        screen = cast("Widget", self)
+        screen.query_one(f"#{self.message_prefix}-progress").display = text is not None
+        text_line = screen.query_one(f"#{self.message_prefix}-progress-text", Static)
+        text_line.update(text or "")
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        message = cast("Widget", self).query_one(f"#{self.message_prefix}-message", Static)
+        message.update(text)
+        message.set_class(error, "-error")

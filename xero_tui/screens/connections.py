@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, LoadingIndicator, Static
 from xero_tui.core.errors import TenantNotConnected, XeroTuiError
 from xero_tui.core.models import Connection, Status
 from xero_tui.core.service import reconnect_names
-from xero_tui.screens import PaletteCommand, error_sentence, local_time
+from xero_tui.screens import Messages, PaletteCommand, error_sentence, local_time
 from xero_tui.widgets import StorageLine
 
 # The screens opened from here are imported when first opened, so start-up does not pay for them.
@@ -72,8 +72,10 @@ class ConnectionTable(DataTable[Cell]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open")]
 
 
-class ConnectionsScreen(Screen[None]):
+class ConnectionsScreen(Messages, Screen[None]):
     """The table of saved connections; every action on a row has a key shown in the footer."""
+
+    message_prefix = "home"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new", "New", tooltip="Create a connection: client ID, secret, sign in."),
@@ -327,15 +329,6 @@ class ConnectionsScreen(Screen[None]):
         self.action_open()
 
     # Progress and messages ---------------------------------------------------------------------
-
-    def _progress(self, text: str | None) -> None:
-        self.query_one("#home-progress").display = text is not None
-        self.query_one("#home-progress-text", Static).update(text or "")
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        message = self.query_one("#home-message", Static)
-        message.update(text)
-        message.set_class(error, "-error")
 
     # Actions -----------------------------------------------------------------------------------
 

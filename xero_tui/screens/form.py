@@ -46,7 +46,7 @@ from xero_tui.core.service import (
     renewed_pairs,
 )
 from xero_tui.core.validate import check_client_id, check_name, check_redirect_uri
-from xero_tui.screens import PaletteCommand, error_sentence, sign_in_guard
+from xero_tui.screens import Messages, PaletteCommand, error_sentence, sign_in_guard
 from xero_tui.screens.confirm import YesNoScreen
 
 if TYPE_CHECKING:
@@ -67,8 +67,10 @@ LABELS = {
 DRAFT_FIELDS = ("client-id", "client-secret", "redirect-uri", "scopes")
 
 
-class FormScreen(Screen[list[Connection] | None]):
+class FormScreen(Messages, Screen[list[Connection] | None]):
     """Create, open or reconnect a connection; dismisses with what was saved."""
+
+    message_prefix = "form"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+g", "generate", "Generate", tooltip="Sign in to Xero for a refresh token."),
@@ -356,15 +358,6 @@ class FormScreen(Screen[list[Connection] | None]):
                 widget.scroll_visible()
 
     # Progress and messages ---------------------------------------------------------------------
-
-    def _progress(self, text: str | None) -> None:
-        self.query_one("#form-progress").display = text is not None
-        self.query_one("#form-progress-text", Static).update(text or "")
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        message = self.query_one("#form-message", Static)
-        message.update(text)
-        message.set_class(error, "-error")
 
     # Reacting to edits -------------------------------------------------------------------------
 
