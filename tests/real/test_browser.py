@@ -248,7 +248,7 @@ def test_tui_opens_chromium_and_shows_the_organisations(
 
     first = emulator.tenants[0].name
     try:
-        tmux.wait_for("Choose organisations", first, "space Select", timeout=60)
+        tmux.wait_for("Choose organisations", first, "tab Select", timeout=60)
     except AssertionError:
         if browser.path.exists():
             browser.record()  # says why the browser did not get there

@@ -73,7 +73,7 @@ def home_to_form(tmux: Tmux) -> None:
 
 def organisations_to_home(tmux: Tmux) -> None:
     """Organisation picker -> back in the form -> save -> the connection on the home screen."""
-    picker = tmux.wait_for("Choose organisations", FIRST_ORG, "space Select")
+    picker = tmux.wait_for("Choose organisations", FIRST_ORG, "tab Select")
     assert "new" in picker
     tmux.keys("Space")
     tmux.wait_for("1 selected")
@@ -82,12 +82,12 @@ def organisations_to_home(tmux: Tmux) -> None:
 
     tmux.keys("C-s")
     home = tmux.wait_for(
-        "Xero connections", "Saved 'Demo'.", FIRST_ORG, "Secrets are stored in:", "t Test"
+        "Xero connections", "Saved 'Demo'.", FIRST_ORG, "Secrets: plain file", "t Test"
     )
     row = next(line for line in home.splitlines() if line.strip().startswith("Demo "))
     assert FIRST_ORG in row
     assert " ok" in row
-    assert "Secrets are stored in: plain file" in home
+    assert "Secrets: plain file" in home
     assert "d Delete" in home
 
     tmux.keys("C-q")

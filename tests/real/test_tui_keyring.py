@@ -81,14 +81,14 @@ def sign_in_and_save(tmux: Tmux, emulator: Emulator) -> str:
     # The test is the browser: consent, then follow the redirect to the app's listener.
     answer_consent(url, follow_redirect=True)
     first = emulator.tenants[0].name
-    tmux.wait_for("Choose organisations", first, "space Select")
+    tmux.wait_for("Choose organisations", first, "tab Select")
     tmux.keys("Space")
     tmux.wait_for("1 selected")
     tmux.keys("Enter")
     tmux.wait_for("Signed in.", f"→ saved as '{NAME}'", "^s Save")
     tmux.keys("C-s")
-    home = tmux.wait_for(f"Saved '{NAME}'.", first, "Secrets are stored in:", "t Test")
-    line = next(x for x in home.splitlines() if "Secrets are stored in:" in x)
+    home = tmux.wait_for(f"Saved '{NAME}'.", first, "Secrets: ", "t Test")
+    line = next(x for x in home.splitlines() if x.strip().startswith("Secrets: "))
     return line.strip()
 
 
@@ -111,7 +111,7 @@ def test_tui_saves_into_the_secret_service(
     tmux.wait_for("Sign in to Xero", "Not opening a browser: no graphical display")
     storage = sign_in_and_save(tmux, emulator)
     # (A notification may still sit at the right end of the line.)
-    assert storage.startswith("Secrets are stored in: keyring")
+    assert storage.startswith("Secrets: keyring")
 
     # Test from the home screen: the token comes out of the keyring and Xero accepts it.
     tmux.keys("t")
@@ -171,7 +171,7 @@ def test_tui_on_a_locked_keyring_shows_the_choices_then_uses_the_file(
     tmux.keys("f")
     storage = sign_in_and_save(tmux, emulator)
     secrets_file = isolated_env / "secrets.toml"
-    assert storage.startswith("Secrets are stored in: plain file")
+    assert storage.startswith("Secrets: plain file")
     quit_app(tmux)
 
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
