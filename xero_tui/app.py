@@ -5,7 +5,10 @@ Only the TUI imports Textual; the CLI imports this module only when it starts th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePath
@@ -122,6 +125,12 @@ class XeroTuiApp(App[None]):
             self.refresh_storage()
 
     def on_mount(self) -> None:
+        # A closed terminal or a dropped SSH session ends the app the normal way, so the demo's
+        # throwaway config (and its emulator) are cleaned up as on ctrl+q.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self.exit)
         self.screen_change_signal.subscribe(self, self._screen_changed)
         # After the first screen's compose, so that a line it composes itself is found.
         self.call_after_refresh(self._decorate, self.screen)

@@ -165,3 +165,17 @@ def test_demo_over_ssh_starts_no_browser_and_takes_the_pasted_url(
     # Give a launched BROWSER time to have left its marker: none may appear.
     time.sleep(1.0)
     assert not marker.exists()
+
+
+def test_closing_the_terminal_removes_the_demos_throwaway_config(
+    terminal: list[Tmux], tmp_path: Path
+) -> None:
+    tmux = open_demo(terminal, tmp_path, 80, 24)
+    tmux.wait_for("DEMO", "No connections yet.")
+    [config_dir] = (tmp_path / "tmp").glob("xero-tui-demo-*")
+    # As a dropped SSH session does: the terminal goes away and the app gets SIGHUP.
+    tmux.close()
+    deadline = time.monotonic() + 15
+    while config_dir.exists():
+        assert time.monotonic() < deadline, f"{config_dir} left behind after the terminal closed"
+        time.sleep(0.1)
