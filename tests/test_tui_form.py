@@ -268,3 +268,21 @@ async def test_an_opened_connection_saves_a_new_secret_but_not_a_new_app_without
         await pilot.pause()
         assert app.screen is screen and "take effect with a new sign-in" in message(screen)
         await app.workers.wait_for_complete()
+
+
+async def test_quit_pressed_twice_asks_once_and_quit_then_quits(emulator: Emulator) -> None:
+    token = await token_from_another_tool(emulator)
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form_with_app(app, pilot, emulator)
+        screen.query_one("#refresh-token", Input).focus()
+        fill(screen, refresh_token=token)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert sum(isinstance(s, YesNoScreen) for s in app.screen_stack) == 1
+        await pilot.press("tab", "enter")
+        await wait_for(pilot, lambda: not app.is_running)

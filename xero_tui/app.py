@@ -90,6 +90,7 @@ class XeroTuiApp(App[None]):
         # Ticks of the setup checklist survive closing and reopening it.
         self.checklist_ticks: set[str] = set()
         self._consents_in_flight = 0
+        self._asking_to_quit = False
         self._storage_line: str | None = None
         self._settled = False
 
@@ -201,17 +202,23 @@ class XeroTuiApp(App[None]):
         return None
 
     async def action_quit(self) -> None:
+        if self._asking_to_quit:
+            return  # the question is on screen already; its buttons decide
         question = self._quit_question()
         if question is None:
             self.exit()
             return
         self._confirm_quit(question)
 
-    @work(exclusive=True, group="quit")
+    @work(group="quit")
     async def _confirm_quit(self, question: str) -> None:
         from xero_tui.screens.confirm import YesNoScreen
 
-        leave = await self.push_screen_wait(YesNoScreen(question, yes="Quit", no="Stay"))
+        self._asking_to_quit = True
+        try:
+            leave = await self.push_screen_wait(YesNoScreen(question, yes="Quit", no="Stay"))
+        finally:
+            self._asking_to_quit = False
         if leave:
             self.exit()
 
