@@ -11,10 +11,11 @@ import io
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import keyring
 import pytest
 from rich.console import Console
 from textual import constants
@@ -22,8 +23,11 @@ from textual.binding import BindingType
 from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Select, Static
 
+from tests.support.keyring_faults import HangingKeyring, RaisingKeyring
 from xero_tui.app import XeroTuiApp
+from xero_tui.core.config import Config
 from xero_tui.core.models import Kind, Status
+from xero_tui.core.secrets import KeyringStore
 from xero_tui.core.service import Service
 from xero_tui.emulator import DemoClient, Emulator
 from xero_tui.screens.checklist import ChecklistScreen, steps_for
@@ -139,6 +143,109 @@ async def test_home_shows_a_corrupt_config_instead_of_crashing(isolated_env: Pat
         await wait_for(pilot, lambda: "config.toml line 2" in screen_text(app))
         await app.workers.wait_for_complete()
     assert (isolated_env / "config.toml").read_text() == "schema = 1\n[connections\n"
+
+
+def save_three_connections() -> Service:
+    """A keyring-backed config with three connections, written without touching the keyring."""
+    from tests.test_config import make_connection, make_grant
+
+    service = Service()
+
+    def fill(config: Config) -> None:
+        config.secret_storage = "keyring"
+        config.grants["g1"] = make_grant("g1")
+        for name in ("Alpha", "Bravo", "Charlie"):
+            config.connections[name] = make_connection(name)
+
+    service.store.update(fill)
+    return service
+
+
+@pytest.fixture
+def raising_keyring() -> Iterator[None]:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(RaisingKeyring())
+    yield
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def hanging_keyring() -> Iterator[None]:
+    previous = keyring.get_keyring()
+    HangingKeyring.release.clear()
+    keyring.set_keyring(HangingKeyring())
+    yield
+    HangingKeyring.release.set()
+    keyring.set_keyring(previous)
+
+
+async def home_keeps_rows_without_secrets(service: Service, why: str) -> None:
+    app = XeroTuiApp(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: why in screen_text(app))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = home(app)
+        table = screen.query_one(DataTable)
+        assert table.display and table.row_count == 3
+        shown = screen_text(app)
+        assert "Alpha" in shown and "Charlie" in shown
+        assert shown.count("keyring unavailable") == 3
+        # Every key that acts on a row is still there.
+        assert {"select_cursor", "test", "reconnect", "delete", "copy_token"} <= footer_keys(app)
+        assert "⏎ Open" in shown
+
+
+@pytest.mark.usefixtures("raising_keyring")
+async def test_home_keeps_the_rows_when_the_keyring_fails() -> None:
+    await home_keeps_rows_without_secrets(save_three_connections(), "collection is locked")
+
+
+@pytest.mark.usefixtures("hanging_keyring")
+async def test_home_keeps_the_rows_when_the_keyring_does_not_answer() -> None:
+    service = save_three_connections()
+    service._secrets = KeyringStore(timeout=0.2)
+    await home_keeps_rows_without_secrets(service, "did not answer")
+
+
+async def test_reloading_keeps_the_named_keyring_on_the_storage_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = save_three_connections()
+    app = XeroTuiApp(service)
+    shown: list[str] = []
+    show = app.show_storage
+    monkeypatch.setattr(app, "show_storage", lambda d: (shown.append(d), show(d)))
+    async with app.run_test(size=SIZE) as pilot:
+        full = service.secrets.description
+        await wait_for(pilot, lambda: f"Secrets: {full}" in screen_text(app))
+        await app.workers.wait_for_complete()
+        home(app).reload()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    # Once the keyring has been named, the config's bare "keyring" never replaces it.
+    assert full in shown and full != "keyring"
+    assert "keyring" not in shown[shown.index(full) :]
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+async def test_home_without_a_table_offers_no_open_key(isolated_env: Path, corrupt: bool) -> None:
+    if corrupt:
+        isolated_env.mkdir(parents=True)
+        (isolated_env / "config.toml").write_text("schema = 1\n[connections\n")
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        why = "config.toml line 2" if corrupt else "No connections yet"
+        await wait_for(pilot, lambda: why in screen_text(app))
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConnectionsScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await pilot.pause()
+        assert "select_cursor" not in footer_keys(app)
+        assert "Open" not in screen_text(app)
+        await app.workers.wait_for_complete()
 
 
 async def test_quit_asks_nothing_without_a_consent_in_flight() -> None:

@@ -16,7 +16,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, LoadingIndicator, Static
 
-from xero_tui.core.errors import TenantNotConnected, XeroTuiError
+from xero_tui.core.errors import StorageError, TenantNotConnected, XeroTuiError
 from xero_tui.core.models import Connection, Status
 from xero_tui.core.service import reconnect_names
 from xero_tui.screens import Messages, PaletteCommand, error_sentence, local_time
@@ -97,6 +97,8 @@ class ConnectionsScreen(Messages, Screen[None]):
         # What Xero said about a connection during this session (the config cannot hold it).
         self._remote: dict[str, str] = {}
         self._storage = ""
+        # The secret store could not be read: each row's tokens are neither there nor missing.
+        self._secrets_unknown = False
         # What the table shows: its columns (label, width) and its rows (key, cells).
         self._shown: tuple[list[tuple[str, int]], list[tuple[str, tuple[Cell, ...]]]] | None = None
 
@@ -137,36 +139,66 @@ class ConnectionsScreen(Messages, Screen[None]):
         try:
             # The config alone fills the table at once; the keyring may take a while to answer.
             listed = self.service.health(read_secrets=False)
-            if listed:
-                painted = threading.Event()
-                self.app.call_from_thread(self._show, listed, listed[0].storage, painted.set)
-                # Reading the keyring (importing it, too) while those rows are painted would
-                # hold the interpreter lock the painting needs.
-                painted.wait(PAINT_WAIT)
+        except XeroTuiError as exc:
+            self.app.call_from_thread(self._show_load_error, exc)
+            return
+        if listed:
+            painted = threading.Event()
+            self.app.call_from_thread(
+                self._show, listed, listed[0].storage, painted.set, config_only=True
+            )
+            # Reading the keyring (importing it, too) while those rows are painted would
+            # hold the interpreter lock the painting needs.
+            painted.wait(PAINT_WAIT)
+        try:
             health = self.service.health()
             storage = self.service.secrets.description
+        except StorageError as exc:
+            # Only the secrets could not be read: the config's rows, and every key that acts
+            # on them, stay; what the secret store would have said is shown as unknown.
+            self.app.call_from_thread(self._show, listed, None, secrets_error=exc)
+            return
         except XeroTuiError as exc:
             self.app.call_from_thread(self._show_load_error, exc)
             return
         self.app.call_from_thread(self._show, health, storage)
 
     def _show(
-        self, health: list[Health], storage: str, painted: Callable[[], object] | None = None
+        self,
+        health: list[Health],
+        storage: str | None,
+        painted: Callable[[], object] | None = None,
+        *,
+        config_only: bool = False,
+        secrets_error: StorageError | None = None,
     ) -> None:
+        """Show `health`; `storage` is where secrets live (None: the secret store failed, with
+        `secrets_error`, so each row's secrets are unknown)."""
         self._reading.stop()
         self._progress(None)
         self._health = {h.connection.name: h for h in health}
-        self._storage = storage
+        self._secrets_unknown = secrets_error is not None
+        if storage is not None:
+            self._storage = storage
+        elif health:
+            self._storage = health[0].storage
         self._fill_table()
         empty = not health
         table = self.query_one(DataTable)
         table.display = not empty
+        # Hidden, the table must not take focus back (after a dialog) and offer its enter key.
+        table.disabled = empty
         self.query_one("#home-empty", Static).update(self._empty_text() if empty else "")
         self.query_one("#home-empty").display = empty
         if not empty:
             table.focus()
         self.refresh_bindings()
-        self.xero_app.show_storage(storage)
+        if secrets_error is not None:
+            self._say(error_sentence(secrets_error), error=True)
+        elif storage is not None and (not config_only or self.xero_app.storage_line is None):
+            # The config alone only knows "keyring", not which one: it does not replace a line
+            # that already names the backend.
+            self.xero_app.show_storage(storage)
         if painted is not None:
             self.call_after_refresh(self._when_painted, painted)
         self.call_after_refresh(self._when_painted, self.xero_app.settle)
@@ -195,7 +227,8 @@ class ConnectionsScreen(Messages, Screen[None]):
         statuses = [self._status_cell(h, shared) for h in rows]
         kind_cells = {kind: Cell(kind.short_label) for kind in {h.connection.kind for h in rows}}
         kinds = [kind_cells[h.connection.kind] for h in rows]
-        storage = Cell("file" if self._storage.startswith("plain file") else "keyring")
+        on_file = self._storage.startswith("plain file")
+        storage = Cell("unknown" if self._secrets_unknown else "file" if on_file else "keyring")
         width = self.size.width or self.app.size.width
         # Each column has one cell of padding either side; the cursor column needs one more.
         show_storage = width >= WIDE
@@ -273,7 +306,11 @@ class ConnectionsScreen(Messages, Screen[None]):
         self._reading.stop()
         self._progress(None)
         self._health = {}
-        self.query_one(DataTable).display = False
+        self._secrets_unknown = False
+        table = self.query_one(DataTable)
+        table.display = False
+        # Hidden, the table must not take focus back (after a dialog) and offer its enter key.
+        table.disabled = True
         empty = self.query_one("#home-empty", Static)
         empty.update(Text(error_sentence(error)))
         empty.display = True
@@ -284,11 +321,14 @@ class ConnectionsScreen(Messages, Screen[None]):
     def _status_cell(self, health: Health, shared: dict[str, Cell]) -> Cell:
         name = health.connection.name
         label = self._remote.get(name) or health.label
+        if self._secrets_unknown and label == "ok":
+            on_file = self._storage.startswith("plain file")
+            label = "secrets file unreadable" if on_file else "keyring unavailable"
         if label in shared:
             return shared[label]
         if label == "ok":
             colour = "success"
-        elif label.startswith("refresh token unused"):
+        elif label.startswith("refresh token unused") or self._secrets_unknown:
             colour = "warning"
         else:
             colour = "error"
