@@ -14,6 +14,7 @@ from pathlib import Path
 import keyring
 import pytest
 from keyring.backends import fail
+from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.screen import Screen
 
@@ -222,3 +223,15 @@ async def test_where_things_live_names_the_config_and_the_store() -> None:
         assert str(service.paths.config_file) in message
         assert f"plain file {service.paths.secrets_file}" in message
         await app.workers.wait_for_complete()
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 10, 25, 40, 79])
+def test_a_path_with_wide_characters_fits_its_cells_and_keeps_its_file_name(width: int) -> None:
+    text = "Secrets: plain file /home/用户/配置文件夹/非常长的目录名称/xero-tui/secrets.toml"
+    shown = elide_middle(text, width)
+    assert cell_len(shown) <= width
+    # At most one cell is left over, where a wide character would not fit.
+    assert cell_len(shown) >= width - 1
+    if width >= 40:
+        assert shown.endswith("/secrets.toml") and shown.startswith("Secrets: ")
+    assert elide_middle(text, cell_len(text)) == text

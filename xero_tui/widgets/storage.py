@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.content import Content
 from textual.widget import Widget
 
@@ -12,14 +13,32 @@ def storage_text(description: str) -> str:
     return f"Secrets: {description}"
 
 
+def _head(text: str, cells: int) -> str:
+    """The start of `text` that fits in `cells` terminal cells."""
+    used = 0
+    for index, char in enumerate(text):
+        used += cell_len(char)
+        if used > cells:
+            return text[:index]
+    return text
+
+
+def _tail(text: str, cells: int) -> str:
+    """The end of `text` that fits in `cells` terminal cells."""
+    return _head(text[::-1], cells)[::-1]
+
+
 def elide_middle(text: str, width: int) -> str:
-    """`text` in `width` cells: a long one loses its middle, so a path keeps its file name."""
-    if width <= 0 or len(text) <= width:
+    """`text` in `width` cells: a long one loses its middle, so a path keeps its file name.
+
+    Counted in terminal cells, not characters: a wide (CJK) character takes two.
+    """
+    if width <= 0 or cell_len(text) <= width:
         return text
     if width < 3:
-        return text[:width]
+        return _head(text, width)
     tail = (width - 1) // 2
-    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
+    return _head(text, width - 1 - tail) + "…" + _tail(text, tail)
 
 
 class StorageLine(Widget):
