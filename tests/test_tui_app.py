@@ -248,6 +248,19 @@ async def test_home_without_a_table_offers_no_open_key(isolated_env: Path, corru
         await app.workers.wait_for_complete()
 
 
+async def test_token_key_is_hidden_while_the_tokens_are_missing() -> None:
+    # The keyring answers, but holds no tokens for these connections.
+    app = XeroTuiApp(save_three_connections())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "tokens missing: reconnect" in screen_text(app))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        keys = footer_keys(app)
+        assert {"test", "reconnect", "delete"} <= keys
+        assert "copy_token" not in keys
+        assert "Token" not in screen_text(app)
+
+
 async def test_quit_asks_nothing_without_a_consent_in_flight() -> None:
     app = XeroTuiApp(Service())
     async with app.run_test(size=SIZE) as pilot:

@@ -356,8 +356,13 @@ class ConnectionsScreen(Messages, Screen[None]):
         if conn is None:
             return False
         if action == "copy_token":
-            # No token to copy until the connection is renewed.
-            return conn.status is not Status.NEEDS_RECONNECT and conn.name not in self._remote
+            # No token to copy until the connection is renewed, or while none is stored.
+            health = self._health.get(conn.name)
+            return (
+                conn.status is not Status.NEEDS_RECONNECT
+                and conn.name not in self._remote
+                and not (health is not None and health.secret_missing)
+            )
         return True
 
     @on(DataTable.RowHighlighted)
