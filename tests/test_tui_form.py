@@ -3,6 +3,8 @@ sign-in still applies to once the fields change."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from textual import constants, events
 from textual.pilot import Pilot
@@ -11,6 +13,7 @@ from textual.widgets import Input, RadioButton, Static
 from tests.test_service import connect
 from tests.test_tui_app import SIZE, fill, form, screen_text, wait_for
 from xero_tui.app import XeroTuiApp
+from xero_tui.core.config import Config
 from xero_tui.core.models import Kind
 from xero_tui.core.service import Service
 from xero_tui.emulator import Emulator
@@ -286,3 +289,45 @@ async def test_quit_pressed_twice_asks_once_and_quit_then_quits(emulator: Emulat
         assert sum(isinstance(s, YesNoScreen) for s in app.screen_stack) == 1
         await pilot.press("tab", "enter")
         await wait_for(pilot, lambda: not app.is_running)
+
+
+class CountingService(Service):
+    """Notes the thread of every config read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def load(self) -> Config:
+        self.reads.append(threading.current_thread().name)
+        return super().load()
+
+
+async def test_typing_a_name_reads_no_config_on_the_ui_thread() -> None:
+    from tests.test_tui_app import save_three_connections
+
+    save_three_connections()
+    service = CountingService()
+    app = XeroTuiApp(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "Alpha" in screen_text(app))
+        await app.workers.wait_for_complete()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        service.reads.clear()
+        await pilot.press(*"Alpha")
+        await wait_for(pilot, lambda: "already exists" in screen_text(app))
+        assert threading.main_thread().name not in service.reads
+        # One saved meanwhile by another process is still caught on Save.
+        await pilot.press("backspace", "backspace", "backspace", "backspace", "backspace")
+        await pilot.press(*"Delta")
+        await pilot.pause()
+        assert "already exists" not in screen_text(app)
+        from tests.test_config import make_connection
+
+        Service().store.update(lambda c: c.connections.update(Delta=make_connection("Delta")))
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "'Delta' already exists" in screen_text(app))
+        await app.workers.wait_for_complete()

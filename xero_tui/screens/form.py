@@ -113,6 +113,9 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         # one stops working 30 minutes later. Until it is saved, this form holds the only copy.
         self._rotated: str | None = None
         self._checking = False
+        # The names already saved, read once off the UI thread (None until then) and again on
+        # Save: the name field is checked against them on every keystroke.
+        self._taken: frozenset[str] | None = None
 
     # Layout ------------------------------------------------------------------------------------
 
@@ -229,6 +232,25 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
             self._load_existing()
         else:
             self.query_one("#name", Input).focus()
+            self._load_taken()
+
+    def _read_taken(self) -> frozenset[str] | None:
+        """Blocking: the names of the saved connections (None if the config cannot be read)."""
+        try:
+            return frozenset(self.service.load().connections)
+        except XeroTuiError:
+            return None
+
+    @work(thread=True, exclusive=True, group="taken", exit_on_error=False)
+    def _load_taken(self) -> None:
+        taken = self._read_taken()
+        self.app.call_from_thread(self._show_taken, taken)
+
+    def _show_taken(self, taken: frozenset[str] | None) -> None:
+        self._taken = taken
+        # A name typed before the names were read is checked against them now.
+        if self._value("name"):
+            self._show_hint("name", self._check("name"))
 
     def _renewing_names(self) -> list[str]:
         assert self.existing is not None
@@ -303,11 +325,8 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         return None
 
     def _name_clash(self, name: str) -> str | None:
-        if self.existing is not None:
-            return None
-        try:
-            taken = {c.name for c in self.service.connections()}
-        except XeroTuiError:
+        taken = self._taken
+        if self.existing is not None or taken is None:
             return None
         names = [n for n, _ in connection_names(name, self.chosen)] if self.chosen else [name]
         clash = next((n for n in names if n in taken), None)
@@ -759,6 +778,9 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
             return
         if self._draft_changed():
             self._forget_outcome("The app's details changed")
+        if self.existing is None:
+            # Another process may have saved a connection since the form opened.
+            self._taken = await asyncio.to_thread(self._read_taken)
         problems = self._problems(saving=True)
         only_token = set(problems) <= {"refresh-token", "organisation"}
         if (
