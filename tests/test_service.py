@@ -14,7 +14,8 @@ from xero_tui.core import loopback
 from xero_tui.core.config import Config
 from xero_tui.core.errors import NeedsReconnect, TenantNotConnected, UsageError
 from xero_tui.core.locks import FileLock, LockTimeout
-from xero_tui.core.models import Kind, Status, Tenant, default_scopes
+from xero_tui.core.models import Kind, Status, Tenant, TokenSet, default_scopes
+from xero_tui.core.secrets import FileStore
 from xero_tui.core.service import REFRESH_RECORD_STEP, ConnectionDraft, ConsentOutcome, Service
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
@@ -516,3 +517,18 @@ async def test_async_calls_keep_config_writes_and_keyring_calls_off_the_event_lo
     await svc.remove("beta", revoke=True)
     assert seen == [], f"called on the event loop: {seen}"
     assert svc.connections() == []
+
+
+def test_the_secret_store_follows_a_switch_made_by_another_process() -> None:
+    from tests.test_tui_app import save_three_connections
+
+    svc = save_three_connections()
+    assert svc.secrets.kind == "keyring"
+    assert all(h.secret_missing for h in svc.health())
+    # Another instance opts into the plain file, with the tokens moved there.
+    FileStore(svc.paths).put_tokens("g1", TokenSet("access", time.time() + 600, "refresh"))
+    Service().store.update(lambda config: setattr(config, "secret_storage", "file"))
+    health = svc.health()
+    assert svc.secrets.kind == "file"
+    assert not any(h.secret_missing for h in health)
+    assert health[0].storage == f"plain file {svc.paths.secrets_file}"

@@ -304,6 +304,7 @@ class Service:
         self.store = ConfigStore(self.paths)
         self.insecure_storage = insecure_storage
         self._secrets = secrets
+        self._secrets_given = secrets is not None
         self._client_factory = client_factory
 
     # Storage -----------------------------------------------------------------------------------
@@ -316,7 +317,19 @@ class Service:
         return self._secrets_for(self.load() if self._secrets is None else None)
 
     def _secrets_for(self, config: Config | None) -> SecretStore:
-        """The secret store, opened (once) from a config the caller has already loaded."""
+        """The secret store, opened from a config the caller has already loaded.
+
+        Opened once, and again when `config` asks for another kind of store than the open one:
+        another process (another instance's opt-in to the plain file) may have changed it. A
+        store given to the constructor is kept whatever the config says.
+        """
+        if (
+            self._secrets is not None
+            and config is not None
+            and not self._secrets_given
+            and self._secrets.kind != self.storage_kind(config)
+        ):
+            self._secrets = None
         if self._secrets is None:
             assert config is not None
             self._secrets = open_store(
@@ -439,6 +452,7 @@ class Service:
 
         self.store.update(change)
         self._secrets = FileStore(self.paths)
+        self._secrets_given = False
         return StorageMove(moved, tuple(reconnect), tuple(reenter), problem)
 
     @contextlib.contextmanager
