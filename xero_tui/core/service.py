@@ -10,7 +10,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,8 +31,6 @@ from xero_tui.core.errors import (
 from xero_tui.core.fsutil import ensure_private_dir
 from xero_tui.core.locks import FileLock, LockTimeout
 from xero_tui.core.models import (
-    REFRESH_TOKEN_LIFETIME_DAYS,
-    REFRESH_TOKEN_WARN_DAYS,
     Connection,
     Grant,
     Kind,
@@ -57,10 +55,40 @@ from xero_tui.core.secrets import (
 # Consent, refresh and HTTP modules are imported where they are used: a cached `token` needs
 # none of them, nor asyncio, and importing them would double that command's time.
 if TYPE_CHECKING:
-    from xero_tui.core.browser import LaunchPlan
-    from xero_tui.core.loopback import CallbackListener, CallbackResult
-    from xero_tui.core.oauth import AuthRequest
+    from xero_tui.core import outcomes
+    from xero_tui.core.loopback import CallbackResult
     from xero_tui.core.xero import XeroClient
+
+    # Exported here too; at run time `__getattr__` below supplies them.
+    ConnectionDraft = outcomes.ConnectionDraft
+    ConsentAttempt = outcomes.ConsentAttempt
+    ConsentOutcome = outcomes.ConsentOutcome
+    Health = outcomes.Health
+    Removal = outcomes.Removal
+    StorageMove = outcomes.StorageMove
+    TestResult = outcomes.TestResult
+
+_OUTCOMES = frozenset(
+    {
+        "ConnectionDraft",
+        "ConsentAttempt",
+        "ConsentOutcome",
+        "Health",
+        "Removal",
+        "StorageMove",
+        "TestResult",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The result types, from `outcomes` on first use (see that module)."""
+    if name in _OUTCOMES:
+        from xero_tui.core import outcomes
+
+        return getattr(outcomes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 T = TypeVar("T")
 GRANT_LOCK_TIMEOUT = 60.0
@@ -82,23 +110,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-@dataclass(frozen=True)
-class ConsentOutcome:
-    """The result of one consent (or of validating a pasted refresh token)."""
-
-    tokens: TokenSet
-    tenants: tuple[Tenant, ...]
-    new_tenant_ids: frozenset[str]
-    auth_event_id: str | None = None
-
-    def ordered(self) -> list[Tenant]:
-        """Tenants this consent just granted first, then the rest, each part by name."""
-        return sorted(
-            self.tenants,
-            key=lambda t: (t.tenant_id not in self.new_tenant_ids, t.tenant_name.casefold()),
-        )
-
-
 class TokenCheckFailed(XeroTuiError):
     """Xero took a pasted refresh token and answered with new tokens, then a later call failed.
 
@@ -110,174 +121,6 @@ class TokenCheckFailed(XeroTuiError):
         super().__init__(message)
         self.tokens = tokens
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class ConnectionDraft:
-    """What the form (or `connect`) knows about the app before consent."""
-
-    kind: Kind
-    client_id: str
-    client_secret: str | None
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    pkce: bool = True
-
-
-@dataclass(frozen=True)
-class TestResult:
-    connection: Connection
-    organisation: Organisation
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class Health:
-    """What `status` and the home screen show for one connection (no network involved)."""
-
-    connection: Connection
-    storage: str
-    access_expires_at: float | None
-    refresh_age_days: float | None
-    # The grant's tokens are not in the secret store: only a reconnect brings new ones.
-    secret_missing: bool = False
-    # The app's client secret is not in the secret store: it has to be entered again.
-    client_secret_missing: bool = False
-
-    @property
-    def refresh_days_left(self) -> float | None:
-        if self.refresh_age_days is None:
-            return None
-        return REFRESH_TOKEN_LIFETIME_DAYS - self.refresh_age_days
-
-    @property
-    def label(self) -> str:
-        if self.secret_missing:
-            return "tokens missing: reconnect"
-        if self.connection.status is Status.NEEDS_RECONNECT:
-            return "needs reconnect"
-        if self.client_secret_missing:
-            return "client secret missing: enter it again"
-        if self.refresh_age_days is not None and self.refresh_age_days > REFRESH_TOKEN_WARN_DAYS:
-            return f"refresh token unused {self.refresh_age_days:.0f} days"
-        return "ok"
-
-
-@dataclass(frozen=True)
-class StorageMove:
-    """What switching to the plain-file store did with the secrets already saved."""
-
-    moved: int
-    # Connections whose tokens stayed behind (the keyring did not give them): reconnect them.
-    reconnect: tuple[str, ...] = ()
-    # Connections whose app's client secret stayed behind: enter it again.
-    reenter_secret: tuple[str, ...] = ()
-    keyring_problem: str | None = None
-    # Connections whose moved secret is also still in the keyring: it changed there during the
-    # move, or the keyring would not delete it. The file's copy is the one used from now on.
-    left_in_keyring: tuple[str, ...] = ()
-
-    @property
-    def notice(self) -> str | None:
-        """What the user has to know or do after the switch, in a few lines; None if nothing."""
-        parts = []
-        if self.reconnect or self.reenter_secret:
-            # The problem's first sentence: the rest advises the switch just made.
-            why = (self.keyring_problem or "").split(". ", 1)[0].rstrip(".")
-            parts.append(_sentence(why or "The keyring holds no secrets for some connections"))
-            todo = []
-            if self.reconnect:
-                todo.append(f"reconnect {_names(self.reconnect)}")
-            if self.reenter_secret:
-                todo.append(f"enter the client secret again for {_names(self.reenter_secret)}")
-            parts.append(_sentence("; ".join(todo)))
-        if self.left_in_keyring:
-            parts.append(
-                f"The keyring still holds a copy for {_names(self.left_in_keyring)}; the file's "
-                "copy is the one used now."
-            )
-        if not parts:
-            return None
-        if self.moved:
-            plural = "s" if self.moved != 1 else ""
-            parts.insert(0, f"Moved {self.moved} secret{plural} to the plain file.")
-        return clean_text(" ".join(parts), 600)
-
-
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(repr(n) for n in names)
-
-
-@dataclass(frozen=True)
-class Removal:
-    """What removing a connection did, and what it was asked to do at Xero but could not."""
-
-    name: str
-    done: tuple[str, ...] = ()
-    not_done: tuple[str, ...] = ()
-    # Something asked for was skipped because the grant no longer works.
-    needs_reconnect: bool = False
-
-    @property
-    def done_text(self) -> str:
-        return f"Removed {self.name!r}" + (": " + "; ".join(self.done) + "." if self.done else ".")
-
-    @property
-    def summary(self) -> str:
-        return " ".join([self.done_text, *(_sentence(n) for n in self.not_done)])
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-@dataclass
-class ConsentAttempt:
-    """A live authorization attempt: the listener is bound before `url` is shown."""
-
-    request: AuthRequest
-    listener: CallbackListener
-    plan: LaunchPlan
-    ssh_command: str | None
-    launched: bool = False
-    launch_tried: bool = False
-
-    @property
-    def url(self) -> str:
-        return self.request.url
-
-    @property
-    def port(self) -> int:
-        return self.listener.port
-
-    @property
-    def browser_note(self) -> str:
-        """Whether a browser was opened, and if not, why not."""
-        if self.launch_tried and not self.launched:
-            from xero_tui.core.browser import LAUNCH_FAILED
-
-            return LAUNCH_FAILED
-        if self.plan.launch and not self.launch_tried:
-            return "Not opening a browser, as asked."
-        return self.plan.reason
-
-    def remaining(self) -> float:
-        return self.listener.remaining()
-
-    async def wait(self) -> CallbackResult:
-        return await self.listener.wait()
-
-    def submit_pasted_url(self, url: str) -> None:
-        self.listener.submit_pasted_url(url)
-
-    def cancel(self) -> None:
-        self.listener.cancel()
-
-    async def close(self) -> None:
-        await self.listener.close()
-
-    def close_in_background(self) -> None:
-        self.listener.close_in_background()
 
 
 def _auth_event_id(tokens: TokenSet) -> str | None:
@@ -453,6 +296,8 @@ class Service:
         self.store.update(change)
         self._secrets = FileStore(self.paths)
         self._secrets_given = False
+        from xero_tui.core.outcomes import StorageMove
+
         return StorageMove(moved, tuple(reconnect), tuple(reenter), problem)
 
     @contextlib.contextmanager
@@ -467,6 +312,8 @@ class Service:
                     lock.acquire()
                 except LockTimeout:
                     names = [c.name for c in config.connections.values() if c.grant_id == grant_id]
+                    from xero_tui.core.outcomes import _names
+
                     what = _names(sorted(names)) if names else f"grant {grant_id}"
                     raise StorageError(
                         f"Another xero-tui process has been refreshing {what} for over "
@@ -532,6 +379,8 @@ class Service:
         start_tls_context()
         plan = plan_launch(request.url, env)
         ssh = ssh_tunnel_command(listener.port, env) if is_ssh(env) else None
+        from xero_tui.core.outcomes import ConsentAttempt
+
         attempt = ConsentAttempt(request, listener, plan, ssh)
         if allow_launch and plan.launch:
             attempt.launch_tried = True
@@ -588,6 +437,8 @@ class Service:
             latest = max(tenants, key=lambda t: t.updated or datetime.min.replace(tzinfo=UTC))
             if latest.updated is not None:
                 new_ids = frozenset({latest.tenant_id})
+        from xero_tui.core.outcomes import ConsentOutcome
+
         return ConsentOutcome(tokens, tuple(tenants), new_ids, event)
 
     async def outcome_from_refresh_token(
@@ -619,6 +470,8 @@ class Service:
                 draft.client_id, draft.client_secret, draft.scopes
             )
             tenants = await xero.connections(tokens.access_token)
+        from xero_tui.core.outcomes import ConsentOutcome
+
         return ConsentOutcome(tokens, tuple(tenants), frozenset(t.tenant_id for t in tenants))
 
     def save_connections(
@@ -893,6 +746,8 @@ class Service:
             stored, secrets = store.get_tokens_and_secrets(grant_ids, client_ids)
         else:
             storage = self.storage_summary(config)
+        from xero_tui.core.outcomes import Health
+
         for conn in conns:
             grant = config.grants.get(conn.grant_id)
             tokens = stored.get(conn.grant_id)
@@ -943,6 +798,8 @@ class Service:
         except TenantNotConnected:
             await _in_thread(self._mark_one, name, Status.NEEDS_RECONNECT)
             raise
+        from xero_tui.core.outcomes import TestResult
+
         return TestResult(conn, org, tokens.expires_at)
 
     async def still_connected(self, name: str) -> bool:
@@ -1010,6 +867,8 @@ class Service:
         if revoke and sharing:
             done.append(f"the grant was kept for {', '.join(sorted(sharing))}")
         await _in_thread(self._forget, conn)
+        from xero_tui.core.outcomes import Removal
+
         return Removal(name, tuple(done), tuple(not_done), stale)
 
     def _forget(self, conn: Connection) -> None:
@@ -1137,6 +996,8 @@ def connection_names(name: str, tenants: Sequence[Tenant]) -> list[tuple[str, Te
 
 
 def clone_draft(conn: Connection, secret: str | None) -> ConnectionDraft:
+    from xero_tui.core.outcomes import ConnectionDraft
+
     return ConnectionDraft(
         kind=conn.kind,
         client_id=conn.client_id,
