@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="WORD", help="scenarios whose name has WORD")
     args = parser.parse_args(argv)
     quick = args.quick
-    process_runs, tui_runs, filter_children = (2, 2, 1) if quick else (15, 9, 5)
+    process_runs, tui_runs, filter_children = (2, 2, 1) if quick else (31, 9, 5)
     warm = not quick
 
     with (
