@@ -1,9 +1,9 @@
 """`python -m tests.bench.run [--quick]`: xero-tui against the floor, one table.
 
 Every scenario is measured against its baseline in the same run, interleaved (scenario, baseline,
-scenario, baseline, ...), and compared by medians, so the ratios hold on a busy machine. Process
-scenarios time the whole child process; TUI scenarios run headless (`run_test`) in a fresh child
-process each. Everything runs against the emulator, in a temporary config dir with the
+scenario, baseline, ...); the table shows each side's median, and the ratio is the median of the
+pairs' ratios, so it holds on a busy machine. Process scenarios time the whole child process; TUI
+scenarios run headless (`run_test`) in a fresh child process each. Everything runs against the emulator, in a temporary config dir with the
 file-backed test keyring; the user's own config and keyring are never touched.
 
 Exit status: 1 when a scenario fails to run or Textual/Rich reach the `token` path; in full mode
@@ -149,9 +149,11 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
+        """The median of each pair's ratio: a pair runs back to back, so the machine's drift
+        over the run (which moves both medians, though not always together) cancels out."""
         if not self.floor:
             return None
-        return self.value / statistics.median(self.floor)
+        return statistics.median(o / f for o, f in zip(self.ours, self.floor, strict=True))
 
     @property
     def met(self) -> bool:
