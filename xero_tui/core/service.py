@@ -300,6 +300,22 @@ class Service:
 
         return StorageMove(moved, tuple(reconnect), tuple(reenter), problem)
 
+    def _acquire_grant_lock(self, grant_id: str, users: Callable[[], str]) -> FileLock:
+        """Blocking. The grant's refresh lock, held; `users` names who shares the grant, for the
+        message when another process holds it too long."""
+        lock = self._grant_lock(grant_id)
+        try:
+            lock.acquire()
+        except LockTimeout:
+            raise StorageError(
+                f"Another xero-tui process has been refreshing {users()} for over "
+                f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.path}); try again."
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or exc.__class__.__name__
+            raise StorageError(f"Could not lock {lock.path}: {reason}.") from None
+        return lock
+
     @contextlib.contextmanager
     def _grant_locks(self, grant_ids: Sequence[str], config: Config) -> Iterator[None]:
         """Blocking. Hold the refresh locks of `grant_ids`, taken in the order given: callers
@@ -307,22 +323,14 @@ class Service:
         held: list[FileLock] = []
         try:
             for grant_id in grant_ids:
-                lock = self._grant_lock(grant_id)
-                try:
-                    lock.acquire()
-                except LockTimeout:
-                    names = [c.name for c in config.connections.values() if c.grant_id == grant_id]
+
+                def users(grant_id: str = grant_id) -> str:
                     from xero_tui.core.outcomes import _names
 
-                    what = _names(sorted(names)) if names else f"grant {grant_id}"
-                    raise StorageError(
-                        f"Another xero-tui process has been refreshing {what} for over "
-                        f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.path}); try again."
-                    ) from None
-                except OSError as exc:
-                    reason = exc.strerror or exc.__class__.__name__
-                    raise StorageError(f"Could not lock {lock.path}: {reason}.") from None
-                held.append(lock)
+                    names = [c.name for c in config.connections.values() if c.grant_id == grant_id]
+                    return _names(sorted(names)) if names else f"grant {grant_id}"
+
+                held.append(self._acquire_grant_lock(grant_id, users))
             yield
         finally:
             for lock in reversed(held):
@@ -651,17 +659,7 @@ class Service:
         seen = self._stored_tokens(conn)
         if not force and seen.is_fresh():
             return seen, None
-        lock = self._grant_lock(grant.grant_id)
-        try:
-            lock.acquire()
-        except LockTimeout:
-            raise StorageError(
-                f"Another xero-tui process has been refreshing {conn.name!r} for over "
-                f"{GRANT_LOCK_TIMEOUT:.0f} s ({lock.path}); try again."
-            ) from None
-        except OSError as exc:
-            reason = exc.strerror or exc.__class__.__name__
-            raise StorageError(f"Could not lock {lock.path}: {reason}.") from None
+        lock = self._acquire_grant_lock(grant.grant_id, lambda: repr(conn.name))
         try:
             # Read again under the lock, with the secret the refresh needs in the same call.
             client_id = grant.client_id if grant.kind.has_secret else None
