@@ -84,6 +84,18 @@ def fill(screen: FormScreen, **values: str) -> None:
         screen.query_one(f"#{field.replace('_', '-')}", Input).value = value
 
 
+async def new_custom_connection_form(app: XeroTuiApp, pilot: Pilot[None]) -> FormScreen:
+    """From home: a new connection, with Custom connection chosen as the app type."""
+    await pilot.pause()
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+    screen = form(app)
+    for button in screen.query("#kind RadioButton").results(RadioButton):
+        button.value = button.name == Kind.CUSTOM.value
+    await pilot.pause()
+    return screen
+
+
 def footer_keys(app: XeroTuiApp) -> set[str]:
     return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
 
@@ -619,13 +631,7 @@ async def test_custom_connection_and_leaving_unsaved_asks_first(emulator: Emulat
     app = XeroTuiApp(service)
     client = emulator.custom_client
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        screen = form(app)
-        for button in screen.query("#kind RadioButton").results(RadioButton):
-            button.value = button.name == Kind.CUSTOM.value
-        await pilot.pause()
+        screen = await new_custom_connection_form(app, pilot)
         fill(
             screen, name="Own", client_id=client.client_id, client_secret=client.client_secret or ""
         )

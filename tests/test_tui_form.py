@@ -8,10 +8,17 @@ import threading
 import pytest
 from textual import constants, events
 from textual.pilot import Pilot
-from textual.widgets import Input, RadioButton, Static
+from textual.widgets import Input, Static
 
 from tests.test_service import connect
-from tests.test_tui_app import SIZE, fill, form, screen_text, wait_for
+from tests.test_tui_app import (
+    SIZE,
+    fill,
+    form,
+    new_custom_connection_form,
+    screen_text,
+    wait_for,
+)
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.config import Config
 from xero_tui.core.models import Kind
@@ -51,6 +58,19 @@ async def open_form_with_app(app: XeroTuiApp, pilot: Pilot[None], emulator: Emul
     return screen
 
 
+async def check_pasted_token(
+    app: XeroTuiApp, pilot: Pilot[None], screen: FormScreen, token: str
+) -> Input:
+    """Paste `token` and press enter, the explicit action that uses it (Xero rotates it); the
+    picker then lists the organisations it reaches."""
+    box = screen.query_one("#refresh-token", Input)
+    box.focus()
+    fill(screen, refresh_token=token)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+    return box
+
+
 def message(screen: FormScreen) -> str:
     return str(screen.query_one("#form-message", Static).render())
 
@@ -84,12 +104,7 @@ async def test_leaving_with_a_checked_token_asks_and_stays_by_default(emulator: 
     client_id = emulator.web_client.client_id
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_form_with_app(app, pilot, emulator)
-        box = screen.query_one("#refresh-token", Input)
-        box.focus()
-        fill(screen, refresh_token=token)
-        # Enter is the explicit action that uses the token: Xero rotates it.
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        box = await check_pasted_token(app, pilot, screen, token)
         rotated = emulator.current_refresh_token(client_id)
         assert rotated and rotated != token
         await pilot.press("escape")
@@ -128,13 +143,7 @@ async def test_save_after_the_secret_changed_asks_for_a_new_sign_in(emulator: Em
     app = XeroTuiApp(service)
     client = emulator.custom_client
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        screen = form(app)
-        for button in screen.query("#kind RadioButton").results(RadioButton):
-            button.value = button.name == Kind.CUSTOM.value
-        await pilot.pause()
+        screen = await new_custom_connection_form(app, pilot)
         secret = client.client_secret or ""
         fill(screen, name="Own", client_id=client.client_id, client_secret=secret)
         await pilot.press("ctrl+g")
@@ -189,10 +198,7 @@ async def test_quitting_with_a_checked_token_asks_and_stays_by_default(emulator:
     app = XeroTuiApp(Service())
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_form_with_app(app, pilot, emulator)
-        screen.query_one("#refresh-token", Input).focus()
-        fill(screen, refresh_token=token)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        await check_pasted_token(app, pilot, screen, token)
         # Quit from the picker, above the form that holds the only copy of the new token.
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
@@ -278,10 +284,7 @@ async def test_quit_pressed_twice_asks_once_and_quit_then_quits(emulator: Emulat
     app = XeroTuiApp(Service())
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_form_with_app(app, pilot, emulator)
-        screen.query_one("#refresh-token", Input).focus()
-        fill(screen, refresh_token=token)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        await check_pasted_token(app, pilot, screen, token)
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
         await pilot.press("ctrl+q")
