@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 import subprocess
 import sys
 import tomllib
@@ -14,44 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.cli import ROOT, Connecting, Result, cli_env, run_cli
+from tests.support.cli import (
+    ROOT,
+    Connecting,
+    cli_env,
+    connect_web,
+    register_redirect,
+    run_cli,
+)
 from tests.support.keyring_backend import read_all
+from tests.support.net import free_port
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redirect_for(emu: Emulator, client_id: str) -> str:
-    uri = f"http://localhost:{free_port()}/callback"
-    client = next(c for c in (emu.web_client, emu.pkce_client) if c.client_id == client_id)
-    emu.register_client(client.client_id, client.client_secret, client.kind, redirect_uris=(uri,))
-    return uri
-
-
-def connect_web(
-    emu: Emulator, name: str = "acme", *extra: str, tenants: list[str] | None = None
-) -> Result:
-    """A full `connect` for the demo web app, the test playing the browser."""
-    client = emu.web_client
-    redirect = redirect_for(emu, client.client_id)
-    env = cli_env(XERO_CLIENT_SECRET=client.client_secret or "")
-    proc = Connecting(
-        name,
-        "--client-id",
-        client.client_id,
-        "--redirect-uri",
-        redirect,
-        "--no-browser",
-        *extra,
-        env=env,
-    )
-    answer_consent(proc.url(), tenant_ids=tenants, follow_redirect=True)
-    return proc.finish()
 
 
 def config(config_dir: Path) -> dict[str, Any]:
@@ -122,7 +95,7 @@ def test_config_and_outputs_hold_no_secret(
 
 def test_connect_pkce_app_sends_no_secret(emulator: Emulator, isolated_env: Path) -> None:
     client = emulator.pkce_client
-    redirect = redirect_for(emulator, client.client_id)
+    redirect = register_redirect(emulator, client.client_id)
     proc = Connecting(
         "books",
         "--kind",
@@ -167,7 +140,7 @@ def test_connect_custom_connection_uses_client_credentials(emulator: Emulator) -
 
 def test_connect_accepts_pasted_redirect_url(emulator: Emulator, isolated_env: Path) -> None:
     client = emulator.web_client
-    redirect = redirect_for(emulator, client.client_id)
+    redirect = register_redirect(emulator, client.client_id)
     proc = Connecting(
         "pasted",
         "--client-id",
@@ -477,7 +450,7 @@ def test_emulator_arguments_are_checked(args: list[str]) -> None:
 def test_cancel_and_timeout_messages_name_no_tui_button(emulator: Emulator) -> None:
     """The listener's sentences are shared with the TUI; the CLI has no Generate to press."""
     client = emulator.web_client
-    redirect = redirect_for(emulator, client.client_id)
+    redirect = register_redirect(emulator, client.client_id)
     env = cli_env(XERO_CLIENT_SECRET=client.client_secret or "")
     args = ("--client-id", client.client_id, "--redirect-uri", redirect, "--no-browser")
     proc = Connecting("acme", *args, env=env)

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.net import free_port
 from xero_tui.core.errors import (
     CallbackError,
     ConsentCancelled,
@@ -56,12 +57,6 @@ def _v6_loopback() -> bool:
 
 
 V6 = _v6_loopback()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def can_bind_without_reuse(port: int) -> bool:

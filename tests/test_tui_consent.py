@@ -21,6 +21,7 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
+from tests.support.net import free_port
 from xero_tui.core import browser
 from xero_tui.core.browser import LAUNCH_FAILED, OPENED, SSH_SESSION, LaunchPlan
 from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
@@ -37,12 +38,6 @@ BROWSER_SCRIPT = (
     f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests/support/browser_script.py'))} %s"
 )
 UNSET = object()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

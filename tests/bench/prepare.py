@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -28,13 +27,6 @@ CLIENT_ID = "BE4C0FFEE0BE4C0FFEE0BE4C0FFEE000"
 CLIENT_SECRET = "bench-client-secret-not-a-real-one"
 # Xero's access tokens are JWTs of about this size; the keyring holds one per grant.
 ACCESS_TOKEN_CHARS = 1200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

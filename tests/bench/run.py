@@ -30,10 +30,10 @@ from tests.bench.prepare import (
     ROOT,
     Place,
     connect_for_real,
-    free_port,
     register_bench_client,
     write_many,
 )
+from tests.support.net import free_port
 from xero_tui.emulator import Emulator
 
 BENCH = Path(__file__).resolve().parent

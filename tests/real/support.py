@@ -16,61 +16,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support.cli import ROOT, Connecting, Result
+from tests.support.cli import ROOT
 from xero_tui.core.models import DEFAULT_REDIRECT_URI
 from xero_tui.emulator import Emulator
-from xero_tui.emulator.consent import answer_consent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def register_redirect(emu: Emulator, client_id: str) -> str:
-    """A fresh loopback redirect URI, registered for the emulator's app `client_id`."""
-    uri = f"http://localhost:{free_port()}/callback"
-    client = next(c for c in (emu.web_client, emu.pkce_client) if c.client_id == client_id)
-    emu.register_client(client.client_id, client.client_secret, client.kind, redirect_uris=(uri,))
-    return uri
-
-
-def start_connect(
-    emu: Emulator,
-    env: dict[str, str],
-    name: str,
-    *extra: str,
-    options: tuple[str, ...] = (),
-    redirect: str | None = None,
-) -> Connecting:
-    """`xero-tui connect NAME` for the emulator's web app; the secret comes from the env."""
-    client = emu.web_client
-    redirect = redirect or register_redirect(emu, client.client_id)
-    env = {**env, "XERO_CLIENT_SECRET": client.client_secret or ""}
-    return Connecting(
-        name,
-        "--client-id",
-        client.client_id,
-        "--redirect-uri",
-        redirect,
-        *extra,
-        env=env,
-        options=options,
-    )
-
-
-def connect_web(
-    emu: Emulator,
-    env: dict[str, str],
-    name: str = "acme",
-    *extra: str,
-    options: tuple[str, ...] = (),
-) -> Result:
-    """A whole `connect` with the test answering the consent page (no real browser)."""
-    proc = start_connect(emu, env, name, "--no-browser", *extra, options=options)
-    answer_consent(proc.url(), follow_redirect=True)
-    return proc.finish()
 
 
 def read_config(config_dir: Path) -> dict[str, Any]:

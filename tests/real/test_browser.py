@@ -30,11 +30,10 @@ from tests.real.support import (
     Tmux,
     organisation,
     read_config,
-    start_connect,
     terminal_env,
     wait_port_free,
 )
-from tests.support.cli import ROOT, cli_env, run_cli
+from tests.support.cli import ROOT, cli_env, run_cli, start_connect
 from xero_tui.emulator import Emulator
 
 pytestmark = pytest.mark.real
@@ -123,7 +122,7 @@ def test_allow_in_chromium_saves_a_working_connection(
 ) -> None:
     # A slow token endpoint: the page must wait for the exchange before it says "connected".
     emulator.inject("token", "delay", delay=2.0)
-    proc = start_connect(emulator, browser.env(), "acme")
+    proc = start_connect(emulator, "acme", env=browser.env())
     proc.wait_for_line("Opened your browser.")
     result = proc.finish(timeout=RECORD_TIMEOUT)
     assert result.code == 0, result.err
@@ -155,7 +154,7 @@ def test_allow_in_chromium_saves_a_working_connection(
 def test_cancel_in_chromium_says_you_cancelled(
     browser: BrowserRun, emulator: Emulator, isolated_env: Path
 ) -> None:
-    proc = start_connect(emulator, browser.env("cancel"), "acme")
+    proc = start_connect(emulator, "acme", env=browser.env("cancel"))
     result = proc.finish(timeout=RECORD_TIMEOUT)
     assert result.code == 6, result.err
     assert "You cancelled in Xero, so no connection was made." in result.err
@@ -176,7 +175,7 @@ def test_failed_exchange_page_does_not_say_connected(
 ) -> None:
     emulator.inject("token", "status", count=20, status=503)
     env = browser.env(XERO_TUI_HTTP_BACKOFF="0.01")
-    proc = start_connect(emulator, env, "acme")
+    proc = start_connect(emulator, "acme", env=env)
     result = proc.finish(timeout=RECORD_TIMEOUT)
     assert result.code == 4, result.err
 
@@ -193,7 +192,7 @@ def test_script_in_error_description_shows_as_text(
     """A forged redirect with the right state and a <script> in error_description."""
     query = f"error={error}&error_description={XSS.replace('&', '%26').replace(';', '%3B')}"
     env = browser.env("callback", XERO_TUI_TEST_CALLBACK_QUERY=query)
-    proc = start_connect(emulator, env, "acme")
+    proc = start_connect(emulator, "acme", env=env)
     result = proc.finish(timeout=RECORD_TIMEOUT)
     assert result.code == 6, result.err
 

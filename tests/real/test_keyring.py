@@ -16,13 +16,12 @@ import pytest
 
 from tests.real.conftest import SecretServiceEnv, require
 from tests.real.support import (
-    connect_web,
     keyring_lookup,
     organisation,
     read_config,
     secret_tool_lookup,
 )
-from tests.support.cli import ROOT, run_cli
+from tests.support.cli import ROOT, connect_web, run_cli
 from xero_tui.emulator import Emulator
 
 pytestmark = pytest.mark.real
@@ -54,7 +53,7 @@ def test_cli_connection_lands_in_the_secret_service(
     secret_service: SecretServiceEnv, emulator: Emulator, isolated_env: Path
 ) -> None:
     env = secret_service.child_env()
-    result = connect_web(emulator, env)
+    result = connect_web(emulator, env=env)
     assert result.code == 0, result.err
     assert "Secrets are stored in: keyring (SecretService)" in result.err
 
@@ -96,7 +95,7 @@ def test_refresh_rotates_the_token_in_the_secret_service(
     secret_service: SecretServiceEnv, emulator: Emulator, isolated_env: Path
 ) -> None:
     env = secret_service.child_env()
-    assert connect_web(emulator, env).code == 0
+    assert connect_web(emulator, env=env).code == 0
     key = f"grant:{read_config(isolated_env)['connections']['acme']['grant']}"
     before = json.loads(keyring_lookup(env, key)["value"])
 
@@ -115,7 +114,7 @@ def test_remove_deletes_the_secrets_from_the_secret_service(
     secret_service: SecretServiceEnv, emulator: Emulator, isolated_env: Path
 ) -> None:
     env = secret_service.child_env()
-    assert connect_web(emulator, env).code == 0
+    assert connect_web(emulator, env=env).code == 0
     key = f"grant:{read_config(isolated_env)['connections']['acme']['grant']}"
     secret_key = f"client-secret:{emulator.web_client.client_id}"
     assert keyring_lookup(env, key)["value"]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.real.conftest import SECRET_SERVICE_BACKEND, SessionBus, session_bus
-from tests.real.support import connect_web, organisation, read_config
-from tests.support.cli import Result, cli_env, run_cli
+from tests.real.support import organisation, read_config
+from tests.support.cli import Result, cli_env, connect_web, run_cli
 from xero_tui.core.secrets import DEFAULT_TIMEOUT
 from xero_tui.emulator import Emulator
 
@@ -124,7 +124,7 @@ def test_token_gives_up_on_a_keyring_locked_after_saving(
         bus.add_silent_prompter()
         bus.start_keyring(unlock=True)
         env = keyring_env(bus, tmp_path, PYTHON_KEYRING_BACKEND=SECRET_SERVICE_BACKEND)
-        assert connect_web(emulator, env).code == 0
+        assert connect_web(emulator, env=env).code == 0
         lock = (
             "import secretstorage\n"
             "c = secretstorage.dbus_init()\n"
@@ -180,7 +180,7 @@ def test_no_secret_service_with_the_opt_in_uses_the_0600_file(
 ) -> None:
     env = no_secret_service
     secrets_file = isolated_env / "secrets.toml"
-    result = connect_web(emulator, env, options=("--insecure-storage",))
+    result = connect_web(emulator, env=env, options=("--insecure-storage",))
     assert result.code == 0, result.err
     assert f"Secrets are stored in: plain file {secrets_file}" in result.err
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600

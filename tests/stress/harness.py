@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Literal
 
 from tests.stress.registry import output
 from tests.support.cli import ROOT, Result, cli_env
+from tests.support.net import free_port
 from xero_tui.core.models import Connection, Kind, TokenSet, default_scopes
 from xero_tui.core.service import ConnectionDraft, Service
 from xero_tui.emulator import Emulator
@@ -18,12 +18,6 @@ from xero_tui.emulator import model as emulator_model
 from xero_tui.emulator.consent import answer_consent
 
 Standing = Literal["current", "grace", "dead", "unknown"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def connect(emu: Emulator, name: str, *, file_store: bool = False) -> Connection:

@@ -11,11 +11,10 @@ import html
 import re
 from pathlib import Path
 
-from tests.stress.harness import free_port, issued_secrets, run_cli
+from tests.stress.harness import issued_secrets, run_cli
 from tests.stress.registry import SEEN, output, record, timed
-from tests.support.cli import ROOT, Connecting, cli_env
+from tests.support.cli import ROOT, cli_env, connect_web
 from xero_tui.emulator import Emulator
-from xero_tui.emulator.consent import answer_consent
 from xero_tui.emulator.state import EmulatorState
 
 SVG_DIRS = (ROOT / "tests" / "__snapshots__", ROOT / "screenshots")
@@ -39,24 +38,8 @@ def full_workload(emu: Emulator) -> None:
     when this module runs on its own."""
     client = emu.web_client
     for storage in ((), ("--insecure-storage",)):
-        redirect = f"http://localhost:{free_port()}/callback"
-        emu.register_client(
-            client.client_id, client.client_secret, client.kind, redirect_uris=(redirect,)
-        )
-        env = cli_env(XERO_CLIENT_SECRET=client.client_secret or "")
         name = "leaky" + ("-file" if storage else "")
-        proc = Connecting(
-            name,
-            "--client-id",
-            client.client_id,
-            "--redirect-uri",
-            redirect,
-            "--no-browser",
-            env=env,
-            options=storage,
-        )
-        answer_consent(proc.url(), follow_redirect=True)
-        result = proc.finish()
+        result = connect_web(emu, name, options=storage)
         output(f"connect {name} (stdout)", result.out)
         output(f"connect {name} (stderr)", result.err)
         assert result.code == 0, result.err

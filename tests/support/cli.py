@@ -11,6 +11,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.net import free_port
+from xero_tui.emulator import Emulator
+from xero_tui.emulator.consent import answer_consent
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -94,3 +98,49 @@ class Connecting:
         out = self.proc.stdout.read() if self.proc.stdout else ""
         code = self.proc.wait(timeout=timeout)
         return Result(code, out, "".join(self.stderr))
+
+
+def register_redirect(emu: Emulator, client_id: str) -> str:
+    """A fresh loopback redirect URI, registered for the emulator's app `client_id`."""
+    uri = f"http://localhost:{free_port()}/callback"
+    client = next(c for c in (emu.web_client, emu.pkce_client) if c.client_id == client_id)
+    emu.register_client(client.client_id, client.client_secret, client.kind, redirect_uris=(uri,))
+    return uri
+
+
+def start_connect(
+    emu: Emulator,
+    name: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+    redirect: str | None = None,
+) -> Connecting:
+    """`xero-tui connect NAME` for the emulator's web app; the secret comes from the env."""
+    client = emu.web_client
+    redirect = redirect or register_redirect(emu, client.client_id)
+    env = {**(cli_env() if env is None else env), "XERO_CLIENT_SECRET": client.client_secret or ""}
+    return Connecting(
+        name,
+        "--client-id",
+        client.client_id,
+        "--redirect-uri",
+        redirect,
+        *extra,
+        env=env,
+        options=options,
+    )
+
+
+def connect_web(
+    emu: Emulator,
+    name: str = "acme",
+    *extra: str,
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+    tenants: list[str] | None = None,
+) -> Result:
+    """A whole `connect` for the emulator's web app, the test playing the browser."""
+    proc = start_connect(emu, name, "--no-browser", *extra, env=env, options=options)
+    answer_consent(proc.url(), tenant_ids=tenants, follow_redirect=True)
+    return proc.finish()
