@@ -56,3 +56,19 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
         for k, v in emu.env.items():
             monkeypatch.setenv(k, v)
         yield emu
+
+
+@pytest.fixture
+def failing_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring, for this process too.
+
+    keyring reads the variable once per process, so the backend it names is also set directly.
+    """
+    import keyring
+    from keyring.backends import fail
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(previous)

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.procs import DROP_ROOT_FILE_CAPS, wait_gone
 from xero_tui.core.config import Config, ConfigStore, dump, parse
 from xero_tui.core.errors import ConfigError, StorageError
 from xero_tui.core.fsutil import atomic_write, remove_stale_temps
@@ -329,17 +330,6 @@ for line in sys.stdin:
 """
 
 
-def _wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not die")
-
-
 def test_config_write_is_atomic_under_kill(
     store: ConfigStore, paths: Paths, tmp_path: Path
 ) -> None:
@@ -384,7 +374,7 @@ def test_config_write_is_atomic_under_kill(
             stretch = 1 + (kill % 30) / 5
             time.sleep(rng.uniform(0.001, (0.015 if mode == "write" else 0.08) * stretch))
             os.kill(pid, 9)
-            _wait_gone(pid)
+            wait_gone(pid)
 
             data = paths.config_file.read_bytes()
             assert data in contents, f"kill {kill}: the file is neither the old nor the new one"
@@ -587,17 +577,10 @@ def test_read_only_dir_gives_one_sentence_and_keeps_the_file(
 ) -> None:
     _write_sample(store)
     before = paths.config_file.read_bytes()
-    # Root ignores permission bits, so the child drops the capabilities that let it do so.
-    script = r"""
-import ctypes, os, sys
+    script = (
+        DROP_ROOT_FILE_CAPS
+        + r"""
 from pathlib import Path
-if os.geteuid() == 0:
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)()
-    assert libc.capget(header, data) == 0
-    data[0] &= ~((1 << 1) | (1 << 2) | (1 << 3))  # DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER
-    assert libc.capset(header, data) == 0, ctypes.get_errno()
 from xero_tui.core.config import ConfigStore
 from xero_tui.core.errors import ConfigError
 from xero_tui.core.paths import Paths
@@ -606,6 +589,7 @@ try:
 except ConfigError as exc:
     print(exc)
 """
+    )
 
     def run() -> str:
         result = subprocess.run(

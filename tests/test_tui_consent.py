@@ -8,14 +8,12 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-import keyring
 import pytest
-from keyring.backends import fail
 from textual import events
 from textual.app import App
 from textual.pilot import Pilot
@@ -397,19 +395,6 @@ async def test_port_in_use_is_explained_and_r_retries(emulator: Emulator) -> Non
             await app.workers.wait_for_complete()
     finally:
         blocker.close()
-
-
-@pytest.fixture
-def failing_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring, for this process too.
-
-    keyring reads the variable once per process, so the backend it names is also set directly.
-    """
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    yield
-    keyring.set_keyring(previous)
 
 
 @pytest.mark.usefixtures("failing_keyring")

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import keyring
 import pytest
-from keyring.backends import fail
 from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -155,15 +152,6 @@ async def test_storage_line_is_worked_out_off_the_ui_thread() -> None:
     # Once for the home screen's load, once more for the checklist: never on the UI thread.
     assert len(service.asked_on) >= 2
     assert threading.main_thread().name not in service.asked_on
-
-
-@pytest.fixture
-def failing_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    yield
-    keyring.set_keyring(previous)
 
 
 @pytest.mark.usefixtures("failing_keyring")

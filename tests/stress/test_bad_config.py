@@ -20,6 +20,7 @@ import pytest
 from tests.stress.harness import connect, run_cli, standing, stored_tokens, temps
 from tests.stress.registry import record, timed
 from tests.support.cli import Result, cli_env
+from tests.support.procs import DROP_ROOT_FILE_CAPS
 from xero_tui.core.config import Config, ConfigStore, dump
 from xero_tui.core.errors import EXIT_STORAGE
 from xero_tui.core.models import Connection, Grant, Kind, TokenSet
@@ -28,20 +29,10 @@ from xero_tui.core.secrets import FileStore, encode_tokens, grant_key
 from xero_tui.emulator import Emulator
 
 WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
-# Root ignores permission bits, so for the read-only case the child first drops the
-# capabilities that let it do so, then runs the real entry point.
-DROP_CAPS_THEN_MAIN = r"""
-import ctypes, os, sys
-if os.geteuid() == 0:
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)()
-    assert libc.capget(header, data) == 0
-    data[0] &= ~((1 << 1) | (1 << 2) | (1 << 3))  # DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER
-    assert libc.capset(header, data) == 0, ctypes.get_errno()
-from xero_tui.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+# The read-only cases run the real entry point without root's file capabilities.
+DROP_CAPS_THEN_MAIN = (
+    DROP_ROOT_FILE_CAPS + "from xero_tui.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+)
 
 
 def sample() -> str:

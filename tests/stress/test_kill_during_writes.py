@@ -27,6 +27,7 @@ from tests.stress.harness import connect, standing, stored_tokens, temps
 from tests.stress.registry import output, record, timed
 from tests.support.cli import ROOT, cli_env
 from tests.support.keyring_backend import read_all
+from tests.support.procs import wait_gone
 from xero_tui.core.config import Config, ConfigStore, dump, parse
 from xero_tui.core.models import Connection, Grant, Kind
 from xero_tui.core.paths import Paths
@@ -49,17 +50,6 @@ def build(count: int, tag: str) -> Config:
             name, Kind.WEB, "C" * 32, f"t-{index}", tag * 40, "g1", created=WHEN
         )
     return config
-
-
-def wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not die")
 
 
 def wait_for_temp(directory: Path, timeout: float = 5.0) -> bool:
