@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from xero_tui.core.config import Config, ConfigStore
 from xero_tui.core.endpoints import ENV_API, ENV_IDENTITY, ENV_LOGIN
+from xero_tui.core.loopback import loopback_port_free
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind
 from xero_tui.core.paths import ENV_CONFIG_DIR, Paths
 from xero_tui.emulator import Emulator
@@ -26,37 +27,16 @@ DEMO_TENANTS = 4
 _ENV_NAMES = (ENV_CONFIG_DIR, ENV_LOGIN, ENV_IDENTITY, ENV_API)
 
 
-def _loopback_port_free(port: int) -> bool:
-    """Whether the sign-in's listener could bind `port`: on 127.0.0.1, and on ::1 if there is one."""
-    addresses = [(socket.AF_INET, "127.0.0.1")]
-    if socket.has_ipv6:
-        addresses.append((socket.AF_INET6, "::1"))
-    for family, host in addresses:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((host, port))
-            except OSError as exc:
-                if family == socket.AF_INET6 and exc.errno in (
-                    errno.EADDRNOTAVAIL,
-                    errno.EAFNOSUPPORT,
-                ):
-                    continue
-                return False
-    return True
-
-
 def demo_redirect_uri(preferred: str = DEFAULT_REDIRECT_URI) -> str:
     """`preferred` if its port is free on loopback, else the same URI on a port that is."""
     parts = urlsplit(preferred)
-    if parts.port is not None and _loopback_port_free(parts.port):
+    if parts.port is not None and loopback_port_free(parts.port):
         return preferred
     for _ in range(20):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if _loopback_port_free(port):
+        if loopback_port_free(port):
             host = parts.hostname or "localhost"
             host = f"[{host}]" if ":" in host else host
             return parts._replace(netloc=f"{host}:{port}").geturl()

@@ -287,6 +287,31 @@ def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bind_loopback(port: int) -> list[socket.socket]:
+    """Listening sockets on 127.0.0.1 and, where the host has it, ::1; none held on failure."""
+    sockets = [_bind(socket.AF_INET, "127.0.0.1", port)]
+    if socket.has_ipv6:
+        try:
+            sockets.append(_bind(socket.AF_INET6, "::1", port))
+        except OSError as exc:
+            # No IPv6 loopback on this host: 127.0.0.1 alone serves the attempt.
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+                sockets[0].close()
+                raise
+    return sockets
+
+
+def loopback_port_free(port: int) -> bool:
+    """Whether a listener could bind `port` now, as `CallbackListener.start` binds it."""
+    try:
+        sockets = _bind_loopback(port)
+    except OSError:
+        return False
+    for sock in sockets:
+        sock.close()
+    return True
+
+
 def _retrieve(fut: asyncio.Future[CallbackResult]) -> None:
     # Nobody may ever await wait(); retrieving the exception keeps asyncio from logging it.
     if not fut.cancelled():
@@ -362,12 +387,8 @@ class CallbackListener:
         self._started = True
         loop = self._loop = asyncio.get_running_loop()
         try:
-            self._sockets.append(_bind(socket.AF_INET, "127.0.0.1", self.port))
-            v6 = self._bind_v6()
-            if v6 is not None:
-                self._sockets.append(v6)
+            self._sockets.extend(_bind_loopback(self.port))
         except OSError as exc:
-            self._close_sockets()
             raise self._bind_error(exc) from None
         try:
             for sock in self._sockets:
@@ -384,17 +405,6 @@ class CallbackListener:
         self._outcome.add_done_callback(_retrieve)
         self.deadline = time.monotonic() + self.timeout
         self._timer = loop.call_later(self.timeout, self._on_timeout)
-
-    def _bind_v6(self) -> socket.socket | None:
-        if not socket.has_ipv6:
-            return None
-        try:
-            return _bind(socket.AF_INET6, "::1", self.port)
-        except OSError as exc:
-            # No IPv6 loopback on this host: 127.0.0.1 alone serves the attempt.
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
-                return None
-            raise
 
     def _bind_error(self, exc: OSError) -> CallbackError:
         if exc.errno == errno.EADDRINUSE or getattr(exc, "winerror", None) == 10048:
