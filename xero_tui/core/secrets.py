@@ -158,19 +158,15 @@ class SecretStore(ABC):
         return self._tokens(grant_id, self.get(grant_key(grant_id)))
 
     def get_many_tokens(self, grant_ids: list[str]) -> dict[str, TokenSet | None]:
-        values = self.get_many([grant_key(g) for g in grant_ids])
-        return {g: self._tokens(g, values[grant_key(g)]) for g in grant_ids}
+        return self.get_tokens_and_secrets(grant_ids, [])[0]
 
     def get_tokens_and_secret(
         self, grant_id: str, client_id: str | None
     ) -> tuple[TokenSet | None, str | None]:
         """A grant's tokens and (unless `client_id` is None) its app's client secret, together."""
-        keys = [grant_key(grant_id)]
-        if client_id is not None:
-            keys.append(client_secret_key(client_id))
-        values = self.get_many(keys)
-        secret = values[keys[1]] if client_id is not None else None
-        return self._tokens(grant_id, values[keys[0]]), secret
+        client_ids = [] if client_id is None else [client_id]
+        tokens, secrets = self.get_tokens_and_secrets([grant_id], client_ids)
+        return tokens[grant_id], secrets.get(client_id) if client_id is not None else None
 
     def get_tokens_and_secrets(
         self, grant_ids: list[str], client_ids: list[str]
