@@ -289,16 +289,7 @@ class TenantList(ScrollView, can_focus=False):
                 ),
                 (" ", base),
             ]
-        segments: list[Segment] = []
-        text, style = parts[0]
-        for part, part_style in parts[1:]:
-            if part_style == style:
-                text += part
-            else:
-                segments.append(Segment(text, style))
-                text, style = part, part_style
-        segments.append(Segment(text, style))
-        return segments
+        return list(Segment.simplify(Segment(text, style) for text, style in parts))
 
     def on_click(self, event: events.Click) -> None:
         row = self.scroll_offset.y + event.y
