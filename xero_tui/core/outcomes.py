@@ -120,13 +120,15 @@ class StorageMove:
             parts.append(_sentence(why or "The keyring holds no secrets for some connections"))
             todo = []
             if self.reconnect:
-                todo.append(f"reconnect {_names(self.reconnect)}")
+                todo.append(f"reconnect {quoted_names(self.reconnect)}")
             if self.reenter_secret:
-                todo.append(f"enter the client secret again for {_names(self.reenter_secret)}")
+                todo.append(
+                    f"enter the client secret again for {quoted_names(self.reenter_secret)}"
+                )
             parts.append(_sentence("; ".join(todo)))
         if self.left_in_keyring:
             parts.append(
-                f"The keyring still holds a copy for {_names(self.left_in_keyring)}; the file's "
+                f"The keyring still holds a copy for {quoted_names(self.left_in_keyring)}; the file's "
                 "copy is the one used now."
             )
         if not parts:
@@ -137,7 +139,8 @@ class StorageMove:
         return clean_text(" ".join(parts), 600)
 
 
-def _names(names: Sequence[str]) -> str:
+def quoted_names(names: Sequence[str]) -> str:
+    """Connection names as messages quote them: `'A', 'B'`."""
     return ", ".join(repr(n) for n in names)
 
 

@@ -325,10 +325,10 @@ class Service:
             for grant_id in grant_ids:
 
                 def users(grant_id: str = grant_id) -> str:
-                    from xero_tui.core.outcomes import _names
+                    from xero_tui.core.outcomes import quoted_names
 
                     names = [c.name for c in config.connections.values() if c.grant_id == grant_id]
-                    return _names(sorted(names)) if names else f"grant {grant_id}"
+                    return quoted_names(sorted(names)) if names else f"grant {grant_id}"
 
                 held.append(self._acquire_grant_lock(grant_id, users))
             yield
