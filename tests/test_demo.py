@@ -12,16 +12,17 @@ import pytest
 
 from tests.test_tui_consent import (
     ConsentApp,
+    consent_screen,
     no_display_env,
     port_is_free,
     until_dismissed,
     until_phase,
 )
+from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.endpoints import ENV_API
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind, default_scopes
-from xero_tui.core.service import ConnectionDraft, ConsentOutcome, Service
+from xero_tui.core.service import Service
 from xero_tui.demo import DEMO_TENANTS, DemoContext, demo_redirect_uri, start_demo
-from xero_tui.screens.consent import ConsentScreen
 
 DEFAULT_PORT = urlsplit(DEFAULT_REDIRECT_URI).port
 
@@ -101,7 +102,7 @@ async def test_with_the_default_port_held_approve_signs_in_to_every_organisation
 ) -> None:
     draft = draft_for(demo, kind)
     app = ConsentApp(
-        lambda: ConsentScreen(
+        lambda: consent_screen(
             Service(insecure_storage=True), draft, demo=demo, env=no_display_env()
         )
     )
@@ -122,7 +123,7 @@ async def test_a_held_default_port_in_the_demo_names_the_uri_that_works(
 ) -> None:
     draft = draft_for(demo, Kind.WEB, DEFAULT_REDIRECT_URI)
     app = ConsentApp(
-        lambda: ConsentScreen(
+        lambda: consent_screen(
             Service(insecure_storage=True), draft, demo=demo, env=no_display_env()
         )
     )

@@ -8,15 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.session import connect_new
 from tests.test_cli import free_port
 from tests.test_loopback import can_bind_without_reuse
 from xero_tui.core import loopback
 from xero_tui.core.config import Config
+from xero_tui.core.connect import ConnectSession
+from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.errors import NeedsReconnect, TenantNotConnected, UsageError
 from xero_tui.core.locks import FileLock, LockTimeout
 from xero_tui.core.models import Kind, Status, Tenant, TokenSet, default_scopes
 from xero_tui.core.secrets import FileStore
-from xero_tui.core.service import REFRESH_RECORD_STEP, ConnectionDraft, ConsentOutcome, Service
+from xero_tui.core.service import Service
+from xero_tui.core.tokens import REFRESH_RECORD_STEP
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
 
@@ -28,18 +32,7 @@ async def connect(svc: Service, emu: Emulator, name: str = "acme") -> Connection
     draft = ConnectionDraft(
         Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
     )
-    attempt = await svc.begin_consent(draft, allow_launch=False)
-    try:
-        browser = asyncio.create_task(
-            asyncio.to_thread(answer_consent, attempt.url, follow_redirect=True)
-        )
-        result = await attempt.wait()
-        outcome = await svc.finish_consent(attempt, result, draft.client_secret)
-        await browser
-    finally:
-        await attempt.close()
-    (tenant,) = [t for t in outcome.tenants if t.tenant_id in outcome.new_tenant_ids]
-    svc.save_connections(draft, outcome, [(name, tenant)])
+    await connect_new(svc, draft, name)
     return draft
 
 
@@ -79,10 +72,10 @@ async def test_save_refuses_a_taken_name_before_storing(emulator: Emulator) -> N
     tokens = svc.secrets.get_tokens(conn.grant_id)
     assert tokens is not None
     tenant = Tenant(conn.connection_id or "", conn.tenant_id, conn.tenant_name)
+    session = ConnectSession(svc, draft, "acme")
+    session.outcome = ConsentOutcome(tokens, (tenant,), frozenset())
     with pytest.raises(UsageError, match="already exists"):
-        svc.save_connections(
-            draft, ConsentOutcome(tokens, (tenant,), frozenset()), [("acme", tenant)]
-        )
+        session.save([tenant])
     assert svc.load() == before
 
 
@@ -127,7 +120,7 @@ async def test_refresh_waits_for_the_grant_lock_and_reads_the_token_again(
         await asyncio.sleep(0.3)
         assert not waiting.done()
         # Meanwhile "another process" renews the tokens under the lock.
-        async with other._client() as xero:
+        async with other.client() as xero:
             stored = other.secrets.get_tokens(conn.grant_id)
             assert stored is not None and stored.refresh_token is not None
             client = emulator.web_client
@@ -167,7 +160,8 @@ async def test_consent_answers_the_browser_without_waiting_for_it_to_hang_up(
     draft = ConnectionDraft(
         Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
     )
-    attempt = await svc.begin_consent(draft, allow_launch=False)
+    session = svc.start_session(draft, "acme")
+    attempt = await session.begin_consent(allow_launch=False)
     location = await asyncio.to_thread(answer_consent, attempt.url)
     # A browser that reads the page and keeps its connection open, as browsers do.
     host, _, rest = location.removeprefix("http://").partition("/")
@@ -175,7 +169,7 @@ async def test_consent_answers_the_browser_without_waiting_for_it_to_hang_up(
     writer.write(f"GET /{rest} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     result = await attempt.wait()
     started = time.monotonic()
-    outcome = await svc.finish_consent(attempt, result, draft.client_secret)
+    outcome = await session.complete_consent(attempt, result)
     page = await asyncio.wait_for(reader.readuntil(b"</html>"), 5)
     attempt.close_in_background()
     assert time.monotonic() - started < 10
@@ -214,22 +208,28 @@ async def test_cancelled_refresh_still_stores_the_rotated_token(emulator: Emulat
     assert stored is not None and stored.refresh_token == current
 
 
-async def test_a_pasted_token_check_that_fails_after_the_refresh_gives_back_the_new_tokens(
+async def test_a_pasted_token_check_that_fails_after_the_refresh_keeps_the_new_tokens(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xero_tui.core.service import TokenCheckFailed
+    from xero_tui.core.errors import UnavailableError
 
     draft = await connect(Service(), emulator, "elsewhere")
     pasted = emulator.current_refresh_token(draft.client_id)
     assert pasted
     monkeypatch.setenv("XERO_TUI_HTTP_RETRIES", "0")
     emulator.inject("connections", "status", status=503)
-    with pytest.raises(TokenCheckFailed) as failed:
-        await Service().outcome_from_refresh_token(draft, pasted)
+    svc = Service()
+    session = svc.start_session(draft, "pasted")
+    with pytest.raises(UnavailableError) as failed:
+        await session.check_refresh_token(pasted)
     rotated = emulator.current_refresh_token(draft.client_id)
-    assert rotated != pasted and failed.value.tokens.refresh_token == rotated
-    assert failed.value.exit_code == 4
+    assert rotated != pasted and failed.value.exit_code == 4
     assert rotated not in str(failed.value) and rotated not in repr(failed.value)
+    # Kept before the organisations were asked for: in the secret store, and the config.
+    assert session.pending is not None
+    kept = svc.secrets.get_tokens(session.pending.grant_id)
+    assert kept is not None and kept.refresh_token == rotated
+    assert list(svc.load().pending) == [session.pending.grant_id]
 
 
 # Switching to the plain-file store ------------------------------------------------------------
@@ -247,7 +247,9 @@ def save_offline(svc: Service, name: str, kind: Kind, client_id: str, tenant: st
     )
     tokens = TokenSet(f"access-of-{name}", time.time() + 1800, f"refresh-of-{name}", ("openid",))
     outcome = ConsentOutcome(tokens, (Tenant(f"c-{tenant}", tenant, f"Org {tenant}"),), frozenset())
-    [conn] = svc.save_connections(draft, outcome, [(name, outcome.tenants[0])])
+    session = ConnectSession(svc, draft, name)
+    session.outcome = outcome
+    [conn] = session.save(outcome.tenants)
     return conn.grant_id
 
 
@@ -411,14 +413,14 @@ def test_switching_waits_for_a_refresh_in_progress_and_gives_up_like_a_refresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tests.support.keyring_faults import MemoryKeyring
-    from xero_tui.core import service as service_module
+    from xero_tui.core import context as context_module
     from xero_tui.core.errors import StorageError
     from xero_tui.core.secrets import KeyringStore
 
     backend = MemoryKeyring()
     svc = Service(secrets=KeyringStore(backend=backend))
     grant = save_offline(svc, "web", Kind.WEB, WEB_ID, "t1")
-    monkeypatch.setattr(service_module, "GRANT_LOCK_TIMEOUT", 0.05)
+    monkeypatch.setattr(context_module, "GRANT_LOCK_TIMEOUT", 0.05)
     refreshing = FileLock(svc.paths.grant_lock(grant), 0)
     refreshing.acquire()
     try:

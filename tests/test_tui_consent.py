@@ -22,10 +22,12 @@ from textual.widgets import Input, Static
 from tests.support.net import free_port
 from xero_tui.core import browser
 from xero_tui.core.browser import LAUNCH_FAILED, OPENED, SSH_SESSION, LaunchPlan
+from xero_tui.core.connect import ConnectSession
+from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
 from xero_tui.core.models import Kind, default_scopes
 from xero_tui.core.secrets import ProbeResult
-from xero_tui.core.service import ConnectionDraft, ConsentOutcome, Service
+from xero_tui.core.service import Service
 from xero_tui.demo import DemoContext
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import ConsentError, answer_consent
@@ -145,7 +147,7 @@ async def test_browser_completes_consent_and_dismisses_with_the_outcome(
 ) -> None:
     draft = web_draft(emulator)
     env = no_display_env(BROWSER=BROWSER_SCRIPT)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=env))
     async with app.run_test(size=(80, 24)) as pilot:
         result = await until_dismissed(pilot)
         assert isinstance(result, ConsentOutcome)
@@ -162,7 +164,7 @@ async def test_launched_browser_is_reported_and_the_screen_never_shows_tokens(
     draft = web_draft(emulator)
     # A browser that opens nothing and exits: the screen must still be waiting, URL shown.
     env = no_display_env(BROWSER=python_browser("pass"))
-    app = ConsentApp(lambda: PhaseRecorder(Service(), draft, env=env))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, screen=PhaseRecorder, env=env))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         assert isinstance(screen, PhaseRecorder)
@@ -188,7 +190,7 @@ async def test_a_browser_that_would_not_start_is_said_once_with_the_attempts_not
     draft = web_draft(emulator)
     monkeypatch.setattr(browser, "launch", lambda plan, url: False)
     env = no_display_env(BROWSER=python_browser("pass"))
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=env))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         attempt = screen.attempt
@@ -201,7 +203,7 @@ async def test_a_browser_that_would_not_start_is_said_once_with_the_attempts_not
 
 async def test_pasted_redirect_url_completes_consent(emulator: Emulator) -> None:
     draft = web_draft(emulator)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=no_display_env()))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         attempt = screen.attempt
@@ -230,7 +232,7 @@ async def test_pasted_redirect_url_completes_consent(emulator: Emulator) -> None
 
 async def test_a_paste_anywhere_goes_to_the_field_and_is_submitted(emulator: Emulator) -> None:
     draft = web_draft(emulator)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=no_display_env()))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         assert screen.attempt is not None
@@ -253,7 +255,7 @@ async def test_over_ssh_nothing_is_launched_and_the_ssh_line_is_exact(
         DISPLAY=":0",
         BROWSER=python_browser(f"open({str(marker)!r}, 'w').close()"),
     )
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=env))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         attempt = screen.attempt
@@ -280,7 +282,7 @@ async def test_over_ssh_nothing_is_launched_and_the_ssh_line_is_exact(
 
 async def test_escape_cancels_and_frees_the_port_at_once(emulator: Emulator) -> None:
     draft = web_draft(emulator)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=no_display_env()))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         assert screen.attempt is not None
@@ -298,7 +300,7 @@ async def test_access_denied_says_you_cancelled_and_r_starts_a_fresh_attempt(
     draft = web_draft(emulator)
     monkeypatch.setenv("XERO_TUI_TEST_CONSENT", "cancel")
     env = no_display_env(BROWSER=BROWSER_SCRIPT)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=env))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "error")
         status = text_of(app, "#consent-status")
@@ -317,7 +319,7 @@ async def test_xero_error_codes_become_sentences_that_say_what_to_do(
     emulator: Emulator,
 ) -> None:
     draft = web_draft(emulator)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=no_display_env()))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         assert screen.attempt is not None
@@ -341,8 +343,13 @@ async def test_xero_error_codes_become_sentences_that_say_what_to_do(
 async def test_timeout_says_so_and_reminds_about_the_redirect_uri(emulator: Emulator) -> None:
     draft = web_draft(emulator)
     app = ConsentApp(
-        lambda: PhaseRecorder(
-            Service(), draft, env=no_display_env(), clock=lambda: 0.0, timeout=1.0
+        lambda: consent_screen(
+            Service(),
+            draft,
+            screen=PhaseRecorder,
+            env=no_display_env(),
+            clock=lambda: 0.0,
+            timeout=1.0,
         )
     )
     async with app.run_test(size=(80, 24)) as pilot:
@@ -362,7 +369,7 @@ async def test_countdown_follows_the_clock_and_the_redirect_hint_appears(
     draft = web_draft(emulator)
     now = [1000.0]
     app = ConsentApp(
-        lambda: ConsentScreen(Service(), draft, env=no_display_env(), clock=lambda: now[0])
+        lambda: consent_screen(Service(), draft, env=no_display_env(), clock=lambda: now[0])
     )
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
@@ -383,7 +390,7 @@ async def test_port_in_use_is_explained_and_r_retries(emulator: Emulator) -> Non
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", port))
     blocker.listen()
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=no_display_env()))
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             await until_phase(pilot, "error")
@@ -404,7 +411,7 @@ async def test_unusable_keyring_shows_the_choices_before_anything_else(
     draft = web_draft(emulator)
     port = int(draft.redirect_uri.split(":")[2].split("/")[0])
     service = Service()
-    app = ConsentApp(lambda: ConsentScreen(service, draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(service, draft, env=no_display_env()))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "storage")
         choices = " ".join(
@@ -441,7 +448,7 @@ async def test_switching_to_a_file_says_which_saved_connections_it_could_not_mov
     )
     draft = web_draft(emulator)
     service = Service()
-    app = ConsentApp(lambda: ConsentScreen(service, draft, env=no_display_env(SSH_CONNECTION="x")))
+    app = ConsentApp(lambda: consent_screen(service, draft, env=no_display_env(SSH_CONNECTION="x")))
     async with app.run_test(size=(80, 24)) as pilot:
         await until_phase(pilot, "storage")
         await pilot.press("f")
@@ -463,7 +470,7 @@ async def test_keys_stay_responsive_while_the_browser_command_sleeps(
 ) -> None:
     draft = web_draft(emulator)
     env = no_display_env(BROWSER=python_browser("import time; time.sleep(10)"))
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=env))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=env))
     async with app.run_test(size=(80, 24)) as pilot:
         started = time.monotonic()
         screen = await until_phase(pilot, "waiting")
@@ -492,7 +499,7 @@ async def test_demo_key_approves_in_the_background(emulator: Emulator) -> None:
     draft = web_draft(emulator)
     demo = EmulatorDemo()
     app = ConsentApp(
-        lambda: ConsentScreen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
+        lambda: consent_screen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
     )
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
@@ -538,7 +545,7 @@ async def test_a_failed_demo_approve_says_why_in_a_sentence(
     draft = web_draft(emulator)
     demo = FailingDemo(failure)
     app = ConsentApp(
-        lambda: ConsentScreen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
+        lambda: consent_screen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
     )
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
@@ -555,7 +562,7 @@ async def test_a_failed_demo_approve_is_shown_as_plain_text(emulator: Emulator) 
     draft = web_draft(emulator)
     demo = FailingDemo(ConsentError("Invalid [b]redirect_uri[/b]\x1b[31m here"))
     app = ConsentApp(
-        lambda: ConsentScreen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
+        lambda: consent_screen(Service(), draft, demo=cast(DemoContext, demo), env=no_display_env())
     )
     async with app.run_test(size=(80, 24)) as pilot:
         await until_phase(pilot, "waiting")
@@ -587,7 +594,7 @@ def test_a_redirect_that_cannot_be_opened_is_named_without_its_code_or_state(
 
 async def test_the_demo_key_is_hidden_outside_demo_mode(emulator: Emulator) -> None:
     draft = web_draft(emulator)
-    app = ConsentApp(lambda: ConsentScreen(Service(), draft, env=no_display_env()))
+    app = ConsentApp(lambda: consent_screen(Service(), draft, env=no_display_env()))
     async with app.run_test(size=(80, 24)) as pilot:
         await until_phase(pilot, "waiting")
         assert "a" not in app.active_bindings
@@ -645,19 +652,36 @@ class FrozenAttempt:
         self.ended.set()
 
 
+def consent_screen(
+    service: Service,
+    draft: ConnectionDraft,
+    screen: type[ConsentScreen] = ConsentScreen,
+    **options: Any,
+) -> ConsentScreen:
+    """The consent screen for a new sign-in of `draft`, as the form opens it."""
+    return screen(service, ConnectSession(service, draft, "Consent test"), **options)
+
+
 class FrozenService:
-    """Stands in for Service: a fixed probe answer and the frozen attempt."""
+    """Stands in for Service: where the file store would be."""
 
     paths = SimpleNamespace(secrets_file=Path("/home/deploy/.config/xero-tui/secrets.json"))
 
-    def __init__(self, probe: ProbeResult, failure: Exception | None = None) -> None:
+
+class FrozenSession:
+    """Stands in for a ConnectSession: a fixed probe answer and the frozen attempt."""
+
+    def __init__(
+        self, draft: ConnectionDraft, probe: ProbeResult, failure: Exception | None = None
+    ) -> None:
+        self.draft = draft
         self.probe = probe
         self.failure = failure
 
     async def probe_storage(self) -> ProbeResult:
         return self.probe
 
-    async def begin_consent(self, draft: ConnectionDraft, **_: object) -> FrozenAttempt:
+    async def begin_consent(self, **_: object) -> FrozenAttempt:
         return FrozenAttempt(self.failure)
 
 
@@ -673,7 +697,7 @@ def frozen_app(probe_ok: bool = True, failure: Exception | None = None) -> Conse
             "in to a plain 0600 file.",
         )
     )
-    service = cast(Service, FrozenService(probe, failure))
+    service = cast(Service, FrozenService())
     draft = ConnectionDraft(
         Kind.WEB,
         "0123456789ABCDEF0123456789ABCDEF",
@@ -681,7 +705,8 @@ def frozen_app(probe_ok: bool = True, failure: Exception | None = None) -> Conse
         FROZEN_REDIRECT,
         default_scopes(Kind.WEB),
     )
-    return ConsentApp(lambda: ConsentScreen(service, draft, clock=lambda: 0.0))
+    session = cast(ConnectSession, FrozenSession(draft, probe, failure))
+    return ConsentApp(lambda: ConsentScreen(service, session, clock=lambda: 0.0))
 
 
 def settle_in(phase: str) -> Callable[[Pilot[None]], Awaitable[None]]:

@@ -88,9 +88,12 @@ async def test_a_pasted_token_is_not_used_when_the_field_loses_focus(emulator: E
         await pilot.pause()
         assert emulator.stats.refreshes == refreshes
         assert app.screen is screen and screen.outcome is None
-        # Nothing was used, so nothing is lost by leaving: no question.
+        # Nothing was used; only the typed client secret would be lost, and that is asked.
         screen.query_one("#refresh-token", Input).focus()
         await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        assert "client secret you typed" in screen_text(app)
+        await pilot.press("tab", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
         await app.workers.wait_for_complete()
     assert emulator.current_refresh_token(emulator.web_client.client_id) == token
@@ -117,14 +120,16 @@ async def test_leaving_with_a_checked_token_asks_and_stays_by_default(emulator: 
         assert box.value == rotated
         assert "checked again" in message(screen)
 
-        # Leaving would lose the only copy of the new token: asked, and Stay is the default.
+        # The new token is kept as an unfinished sign-in; leaving still asks, Stay by default.
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
-        assert "pasted refresh token" in screen_text(app)
+        assert isinstance(app.screen, YesNoScreen)
+        assert "unfinished sign-in" in app.screen.question
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is screen)
 
-        # With the right secret again, Save checks the token and saves what it gives.
+        # With the right secret again, Save lists the organisations with the kept token (it
+        # need not be used again) and saves it.
         fill(screen, client_secret=emulator.web_client.client_secret or "")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
@@ -135,7 +140,7 @@ async def test_leaving_with_a_checked_token_asks_and_stays_by_default(emulator: 
     assert saved
     stored = service.secrets.get_tokens(saved[0].grant_id)
     latest = emulator.current_refresh_token(client_id)
-    assert stored is not None and stored.refresh_token == latest != rotated
+    assert stored is not None and stored.refresh_token == latest == rotated
 
 
 async def test_save_after_the_secret_changed_asks_for_a_new_sign_in(emulator: Emulator) -> None:
@@ -162,8 +167,8 @@ async def test_save_after_the_secret_changed_asks_for_a_new_sign_in(emulator: Em
         fill(screen, client_secret=secret)
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: screen.chosen)
-        assert screen.outcome_draft is not None
-        assert screen.outcome_draft.client_secret == secret
+        assert screen.session is not None
+        assert screen.session.draft.client_secret == secret
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
         await app.workers.wait_for_complete()
@@ -235,18 +240,21 @@ async def test_a_check_that_fails_after_xero_rotated_keeps_the_new_token_and_ask
         hint = str(screen.query_one("#refresh-token-hint", Static).render())
         assert "503" in hint and "press enter to check it again" in hint
 
-        # Leaving would lose the only live token: asked, and Stay is the default.
+        # The new token is kept (an unfinished sign-in): leaving asks, Stay by default.
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
-        assert "pasted refresh token" in screen_text(app)
+        assert isinstance(app.screen, YesNoScreen)
+        assert "unfinished sign-in" in app.screen.question
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is screen)
 
-        # Checking again uses the new token, and this time the organisations come.
+        # Checking again lists the organisations with the kept token: no second rotation.
+        refreshes = emulator.stats.refreshes
         box.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
-    assert emulator.current_refresh_token(client_id) not in (token, rotated)
+        assert emulator.stats.refreshes == refreshes
+    assert emulator.current_refresh_token(client_id) == rotated
 
 
 async def test_an_opened_connection_saves_a_new_secret_but_not_a_new_app_without_a_sign_in() -> (

@@ -12,8 +12,8 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
+from xero_tui.core.consent import ConsentOutcome
 from xero_tui.core.models import Tenant, TokenSet
-from xero_tui.core.service import ConsentOutcome
 from xero_tui.screens.organisations import OrganisationsScreen, TenantList
 
 UNSET = object()

@@ -16,9 +16,10 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from xero_tui.app import XeroTuiApp
-from xero_tui.core import service as core_service
+from xero_tui.core import health as core_health
 from xero_tui.core.config import Config
 from xero_tui.core.endpoints import Endpoints
+from xero_tui.core.health import Health
 from xero_tui.core.models import (
     Connection,
     Grant,
@@ -27,7 +28,7 @@ from xero_tui.core.models import (
     Status,
     default_scopes,
 )
-from xero_tui.core.service import Health, Service
+from xero_tui.core.service import Service
 from xero_tui.screens import test_result
 
 SIZES = [(80, 24), (120, 36)]
@@ -95,7 +96,11 @@ class FixedService(Service):
         return SECRET
 
     def health(
-        self, names: Iterable[str] | None = None, *, read_secrets: bool = True
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        read_secrets: bool = True,
+        config: Config | None = None,
     ) -> list[Health]:
         ages = {"Reports": 55.2}
         return [
@@ -108,9 +113,9 @@ class FixedService(Service):
             for c in sorted(self._fixed.values(), key=lambda c: c.name.casefold())
         ]
 
-    async def test(self, name: str) -> core_service.TestResult:
+    async def test(self, name: str) -> core_health.TestResult:
         org = Organisation("org-1", "Acme Ltd", "!AcMe1", "NZ", "NZD")
-        return core_service.TestResult(self._fixed[name], org, NOW + 1800)
+        return core_health.TestResult(self._fixed[name], org, NOW + 1800)
 
 
 @pytest.fixture(autouse=True)

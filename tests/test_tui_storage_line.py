@@ -16,11 +16,12 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 
 from tests.test_tui_app import screen_text, wait_for
-from tests.test_tui_consent import no_display_env
+from tests.test_tui_consent import consent_screen, no_display_env
 from xero_tui.app import XeroTuiApp
+from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.models import Kind, Tenant, TokenSet, default_scopes
 from xero_tui.core.secrets import FileStore
-from xero_tui.core.service import ConnectionDraft, ConsentOutcome, Service
+from xero_tui.core.service import Service
 from xero_tui.screens.checklist import ChecklistScreen
 from xero_tui.screens.connections import ConnectionsScreen
 from xero_tui.screens.consent import ConsentScreen
@@ -87,7 +88,7 @@ async def walk_every_screen(app: XeroTuiApp, pilot: Pilot[None], expected: str) 
     await pilot.press("escape")
     await wait_for(pilot, lambda: app.screen is form)
     # Dialogs: the line stays in view on the screen beneath.
-    app.push_screen(ConsentScreen(app.service, draft(), env=no_display_env()))
+    app.push_screen(consent_screen(app.service, draft(), env=no_display_env()))
     await wait_for(pilot, lambda: isinstance(app.screen, ConsentScreen))
     await wait_for(pilot, lambda: app.screen.phase in ("waiting", "storage", "error"))
     await shows(pilot, expected, "esc")
@@ -163,7 +164,7 @@ async def test_opting_into_the_file_on_the_consent_screen_updates_every_line() -
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
         form = app.screen
-        app.push_screen(ConsentScreen(service, draft(), env=no_display_env()))
+        app.push_screen(consent_screen(service, draft(), env=no_display_env()))
         await wait_for(pilot, lambda: getattr(app.screen, "phase", "") == "storage")
         await pilot.press("f")
         await wait_for(pilot, lambda: getattr(app.screen, "phase", "") == "waiting")

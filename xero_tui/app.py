@@ -198,7 +198,10 @@ class XeroTuiApp(App[None]):
         if self.consent_in_flight:
             return "A sign-in to Xero is in progress. Quit and abandon it?"
         if any(getattr(screen, "holds_unsaved_token", False) for screen in self.screen_stack):
-            return "A form holds a refresh token from Xero that is not saved yet. Quit and lose it?"
+            return (
+                "A form holds a sign-in that is not saved yet. Xero's answer is kept, and the "
+                "next start offers to finish it. Quit now?"
+            )
         return None
 
     async def action_quit(self) -> None:

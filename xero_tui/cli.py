@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from xero_tui import __version__
 from xero_tui.core.errors import (
@@ -24,11 +24,20 @@ from xero_tui.core.errors import (
 )
 from xero_tui.core.models import DEFAULT_REDIRECT_URI, Kind, Tenant, default_scopes
 
-# asyncio, getpass, queue and threading are imported by the commands that use them: a cached
+# asyncio and getpass are imported by the commands that use them: a cached
 # `token` needs none, and asyncio alone costs about a quarter of that command's time.
 
 if TYPE_CHECKING:
-    from xero_tui.core.service import ConnectionDraft, ConsentAttempt, ConsentOutcome, Service
+    from collections.abc import Coroutine
+
+    from xero_tui.core.config import Config
+    from xero_tui.core.connect import ConnectSession
+    from xero_tui.core.consent import ConnectionDraft, ConsentAttempt
+    from xero_tui.core.context import Context
+    from xero_tui.core.loopback import CallbackResult
+    from xero_tui.core.service import Service
+
+T = TypeVar("T")
 
 EXIT_CODES = """exit codes:
   0  success
@@ -124,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="do not ask Xero whether organisations are connected"
     )
 
-    remove = sub.add_parser("remove", help="delete a saved connection")
+    remove = sub.add_parser(
+        "remove", help="delete a saved connection, or discard an unfinished sign-in"
+    )
     remove.add_argument("name")
     remove.add_argument(
         "--disconnect",
@@ -252,6 +263,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         }
         for c in sorted(config.connections.values(), key=lambda c: c.name.casefold())
     ]
+    _say_pending(config)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -275,6 +287,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _say_pending(config: Config) -> None:
+    """Unfinished sign-ins, on stderr: what scripts read from stdout stays connections only."""
+    if not config.pending:
+        return
+    from xero_tui.core.connect import pending_sentence, pending_sign_ins
+
+    for pending in pending_sign_ins(config):
+        _err(pending_sentence(pending))
+
+
 def _table(header: list[str], rows: list[list[Any]], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     cells = [[clean_text(str(v), 60) for v in row] for row in rows]
@@ -287,12 +309,16 @@ def _table(header: list[str], rows: list[list[Any]], out: TextIO | None = None) 
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    svc = _service(args)
-    found = None if args.force_refresh else svc.cached_token(args.name)
+    # The tokens module alone: a cached token needs no other use case's code.
+    from xero_tui.core import tokens as token_module
+    from xero_tui.core.context import Context
+
+    ctx: Context = Context(insecure_storage=args.insecure_storage)
+    found = None if args.force_refresh else token_module.cached_token(ctx, args.name)
     if found is None:
         import asyncio
 
-        found = asyncio.run(svc.access_token(args.name, force=args.force_refresh))
+        found = asyncio.run(token_module.access_token(ctx, args.name, force=args.force_refresh))
     conn, tokens = found
     if args.json:
         json.dump(
@@ -322,28 +348,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else None
     health = svc.health(names)
     _err(f"Secrets are stored in: {svc.secrets.description}")
-    connected: dict[str, bool | str] = {}
+    if not args.name:
+        _say_pending(svc.load())
     if not args.offline:
         import asyncio
 
-        for h in health:
-            connected[h.connection.name] = asyncio.run(_still_connected(svc, h.connection.name))
+        health = [h.checked(asyncio.run(_still_connected(svc, h.connection.name))) for h in health]
     worst = EXIT_OK
     rows = []
     for h in health:
         conn = h.connection
-        check = connected.get(conn.name)
-        label = h.label
-        if check is False:
-            label = "organisation no longer connected"
-        elif isinstance(check, str):
-            label = check
         rows.append(
             {
                 "name": conn.name,
                 "organisation": conn.tenant_name,
                 "kind": conn.kind.value,
-                "status": label,
+                "status": h.label,
                 "storage": h.storage,
                 "access_token_expires": _iso(h.access_expires_at),
                 "refresh_token_age_days": None
@@ -352,12 +372,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "refresh_token_days_left": None
                 if h.refresh_days_left is None
                 else round(h.refresh_days_left, 1),
-                "organisation_connected": check if isinstance(check, bool) else None,
+                "organisation_connected": h.connected if isinstance(h.connected, bool) else None,
             }
         )
-        if conn.status.value == "needs_reconnect" or check is False:
+        if h.needs_reconnect:
             worst = EXIT_NEEDS_RECONNECT
-        elif label != "ok" and not label.startswith("refresh token unused"):
+        elif h.severity == "error":
             worst = max(worst, EXIT_ERROR)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -397,6 +417,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
     import asyncio
 
     svc = _service(args)
+    config = svc.load()
+    if args.name not in config.connections:
+        from xero_tui.core.connect import discard, find_pending
+
+        pending = find_pending(config, args.name)
+        if pending is not None:
+            print(asyncio.run(discard(svc, pending)))
+            return EXIT_OK
     removal = asyncio.run(svc.removal(args.name, disconnect=args.disconnect, revoke=args.revoke))
     print(removal.done_text)
     for missed in removal.not_done:
@@ -409,12 +437,54 @@ def cmd_remove(args: argparse.Namespace) -> int:
 # connect ------------------------------------------------------------------------------------
 
 
-def _read_secret(kind: Kind) -> str | None:
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP arrived while a command was waiting on Xero or the browser."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run`, ended cleanly by SIGTERM and SIGHUP as Ctrl-C ends it: the main task is
+    cancelled, so a held browser page is answered and a token Xero issued is stored first."""
+    import asyncio
+    import signal
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def stop(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
+        stops = (signal.SIGTERM, signal.SIGHUP)
+        for signum in stops:
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if received:
+                raise _Stopped(received[0]) from None
+            raise
+        finally:
+            for signum in stops:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+def _read_secret(kind: Kind, stored: str | None = None) -> str | None:
     if not kind.has_secret:
         return None
     secret = os.environ.get("XERO_CLIENT_SECRET")
     if secret:
         return secret.strip()
+    if stored:
+        return stored
     if not sys.stdin.isatty():
         raise UsageError(
             "This app type needs its client secret: set XERO_CLIENT_SECRET or run in a terminal "
@@ -428,20 +498,18 @@ def _read_secret(kind: Kind) -> str | None:
     return secret
 
 
-def _draft(args: argparse.Namespace, svc: Service) -> tuple[ConnectionDraft, list[str]]:
-    from xero_tui.core.service import ConnectionDraft, clone_draft, reconnect_names
+def _draft(args: argparse.Namespace, config: Config) -> tuple[ConnectionDraft, bool]:
+    """The app as the arguments (or the saved connection being reconnected) describe it, without
+    its secret yet; and whether this reconnects a saved connection."""
+    from xero_tui.core.connect import clone_draft
+    from xero_tui.core.consent import ConnectionDraft
     from xero_tui.core.validate import check_client_id, check_name, check_redirect_uri
 
     check_name(args.name)
-    config = svc.load()
     if args.name in config.connections and not args.client_id:
         conn = config.connections[args.name]
-        secret = None
-        if conn.kind.has_secret:
-            secret = os.environ.get("XERO_CLIENT_SECRET") or svc.client_secret_for(conn.client_id)
-            secret = secret or _read_secret(conn.kind)
-        _err(f"Reconnecting {args.name!r} ({conn.tenant_name}).")
-        return clone_draft(conn, secret), reconnect_names(config, args.name)
+        _err(f"Reconnecting {args.name!r} ({clean_text(conn.tenant_name, 100)}).")
+        return clone_draft(conn, None), True
     if args.name in config.connections:
         raise UsageError(
             f"A connection named {args.name!r} already exists: omit --client-id to reconnect it, "
@@ -455,67 +523,154 @@ def _draft(args: argparse.Namespace, svc: Service) -> tuple[ConnectionDraft, lis
     scopes = tuple(args.scopes) if args.scopes else default_scopes(kind, args.legacy_scopes)
     if kind is Kind.CUSTOM and args.no_pkce:
         raise UsageError("--no-pkce applies to web apps only.")
-    pkce = not args.no_pkce
-    return (
-        ConnectionDraft(kind, client_id, _read_secret(kind), redirect, scopes, pkce),
-        [],
-    )
+    return ConnectionDraft(kind, client_id, None, redirect, scopes, not args.no_pkce), False
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    import asyncio
+    from xero_tui.core.connect import ConnectSession, find_pending, pending_sentence
 
     svc = _service(args)
-    draft, renewing = _draft(args, svc)
-    probe = asyncio.run(svc.probe_storage())
-    if not probe.ok:
-        from xero_tui.core.errors import StorageError
-
-        raise StorageError(probe.message)
-    if draft.kind is Kind.CUSTOM:
-        outcome = asyncio.run(svc.outcome_for_custom(draft))
+    config = svc.load()
+    pending = find_pending(config, args.name)
+    if pending is not None and args.client_id and args.client_id.strip() != pending.client_id:
+        raise UsageError(
+            f"An unfinished sign-in named {args.name!r} is for another app: finish it without "
+            f"--client-id, or discard it with `xero-tui remove {args.name!r}` first."
+        )
+    if pending is not None:
+        session = ConnectSession.resume(svc, pending)
     else:
-        outcome = asyncio.run(_consent(svc, draft, args))
-    chosen = _choose(args, outcome, renewing, svc)
-    saved = svc.save_connections(draft, outcome, chosen, replace_existing=renewing)
+        draft, reconnect = _draft(args, config)
+        session = ConnectSession.start(svc, draft, args.name, reconnect=reconnect, config=config)
+    try:
+        if pending is not None:
+            issued = pending.issued.astimezone().strftime("%H:%M on %Y-%m-%d")
+            _err(
+                f"Finishing the sign-in for {args.name!r} that Xero answered at {issued}; "
+                "no new sign-in is needed."
+            )
+            _run(session.organisations())
+        else:
+            _sign_in(session, args)
+        chosen = _choose(args, session)
+        saved = session.save(chosen)
+    except KeyboardInterrupt:
+        return _stopped(session, "cancelled", 130)
+    except _Stopped as stop:
+        return _stopped(session, "stopped", 128 + stop.signum)
+    except XeroTuiError as exc:
+        if session.pending is None:
+            raise
+        _err(f"xero-tui: {clean_text(str(exc), 2000)}")
+        _err(f"xero-tui: {pending_sentence(session.pending)}")
+        return exc.exit_code
     for conn in saved:
-        print(f"Saved {conn.name!r}: {conn.tenant_name} ({conn.tenant_id})")
+        print(f"Saved {conn.name!r}: {clean_text(conn.tenant_name, 200)} ({conn.tenant_id})")
     _err(f"Secrets are stored in: {svc.secrets.description}")
     return EXIT_OK
 
 
+def _stopped(session: ConnectSession, how: str, code: int) -> int:
+    from xero_tui.core.connect import pending_sentence
+
+    if session.pending is None:
+        _err(f"xero-tui: {how}; nothing was saved.")
+    else:
+        _err(f"xero-tui: {how}. Xero's answer is kept. {pending_sentence(session.pending)}")
+    return code
+
+
+def _sign_in(session: ConnectSession, args: argparse.Namespace) -> None:
+    """Storage first (a sign-in it cannot keep is wasted), then the secret, then Xero."""
+    from dataclasses import replace
+
+    probe = _run(session.probe_storage())
+    if not probe.ok:
+        from xero_tui.core.errors import StorageError
+
+        raise StorageError(probe.message)
+    draft = session.draft
+    stored = None
+    if draft.kind.has_secret and session.renewing and not os.environ.get("XERO_CLIENT_SECRET"):
+        stored = session.ctx.client_secret_for(draft.client_id)
+    session.draft = replace(draft, client_secret=_read_secret(draft.kind, stored))
+    if draft.kind is Kind.CUSTOM:
+        _run(session.client_credentials())
+    else:
+        _run(_consent(session, args))
+
+
 class _StdinLines:
-    """Lines typed or pasted on stdin, read by a daemon thread so a pending read never blocks exit."""
+    """Lines typed or pasted on stdin, read on the event loop as they arrive.
+
+    No thread waits on stdin, so nothing is left blocked when the sign-in ends another way: a
+    terminal that sends nothing, or a pipe held open, cannot keep the command from exiting.
+    """
 
     def __init__(self) -> None:
-        import queue
-        import threading
-
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        for line in sys.stdin:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    async def next(self) -> str | None:
         import asyncio
 
-        return await asyncio.to_thread(self.lines.get)
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._fd = sys.stdin.fileno()
+        self._partial = b""
+        self._watching = False
+        try:
+            self._loop.add_reader(self._fd, self._readable)
+            self._watching = True
+        except (OSError, ValueError):
+            # A regular file or /dev/null cannot be watched, and reading it never blocks.
+            while self._read():
+                pass
+
+    def _read(self) -> bool:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            if self._partial:
+                self.lines.put_nowait(self._partial.decode("utf-8", "replace"))
+                self._partial = b""
+            self.lines.put_nowait(None)
+            return False
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for line in complete:
+            self.lines.put_nowait(line.decode("utf-8", "replace"))
+        return True
+
+    def _readable(self) -> None:
+        self._read()
+
+    async def next(self) -> str | None:
+        return await self.lines.get()
+
+    def close(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self._fd)
 
 
-async def _consent(
-    svc: Service, draft: ConnectionDraft, args: argparse.Namespace
-) -> ConsentOutcome:
-    attempt = await svc.begin_consent(draft, timeout=args.timeout, allow_launch=not args.no_browser)
+async def _consent(session: ConnectSession, args: argparse.Namespace) -> None:
+    attempt = await session.begin_consent(timeout=args.timeout, allow_launch=not args.no_browser)
     try:
         _show_attempt(attempt)
         result = await _first_of_callback_or_paste(attempt)
         _err("Signed in; exchanging the code...")
-        return await svc.finish_consent(attempt, result, draft.client_secret)
+        await session.complete_consent(attempt, result)
     finally:
         await attempt.close()
+
+
+def _duration(seconds: float) -> str:
+    whole = max(1, round(seconds))
+    if whole < 90:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes = round(whole / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def _show_attempt(attempt: ConsentAttempt) -> None:
@@ -525,16 +680,16 @@ def _show_attempt(attempt: ConsentAttempt) -> None:
     _err("")
     _err(attempt.browser_note)
     if attempt.ssh_command:
-        _err("This is an SSH session. On your own computer, run this first so the browser's")
-        _err(f"redirect reaches this machine:\n\n  {attempt.ssh_command}\n")
+        _err("On your own computer, run this first so the browser's redirect reaches this machine:")
+        _err(f"\n  {attempt.ssh_command}\n")
     _err(
-        f"Waiting up to {attempt.remaining() / 60:.0f} minutes on port {attempt.port}. Or paste "
+        f"Waiting up to {_duration(attempt.remaining())} on port {attempt.port}. Or paste "
         "the URL the browser ended on (it starts with "
         f"{attempt.request.redirect_uri}) and press Enter:"
     )
 
 
-async def _first_of_callback_or_paste(attempt: ConsentAttempt) -> Any:
+async def _first_of_callback_or_paste(attempt: ConsentAttempt) -> CallbackResult:
     import asyncio
 
     waiter = asyncio.ensure_future(attempt.wait())
@@ -565,62 +720,39 @@ async def _first_of_callback_or_paste(attempt: ConsentAttempt) -> Any:
     finally:
         if reader is not None:
             reader.cancel()
+        if stdin is not None:
+            stdin.close()
         if not waiter.done():
             attempt.cancel()
             waiter.cancel()
 
 
-def _choose(
-    args: argparse.Namespace, outcome: ConsentOutcome, renewing: list[str], svc: Service
-) -> list[tuple[str, Tenant]]:
-    tenants = outcome.ordered()
-    if not tenants:
-        raise UsageError("Xero lists no organisations for this app; nothing to save.")
-    from xero_tui.core.service import connection_names, renewed_pairs
-
-    if renewing:
-        chosen = renewed_pairs(svc.load(), renewing, tenants)
-        if not chosen:
-            raise UsageError(
-                "This consent did not include the organisation of "
-                f"{args.name!r}; choose it on Xero's page and try again."
-            )
-        return chosen
-    if args.tenant:
-        picked = []
-        for wanted in args.tenant:
-            match = [
-                t
-                for t in tenants
-                if t.tenant_id == wanted or t.tenant_name.casefold() == wanted.casefold()
-            ]
-            if not match:
-                _err(f"xero-tui: no organisation {wanted!r} among those this app reaches.")
-                picked = _ask_tenants(tenants)
-                break
-            picked.append(match[0])
-    else:
-        picked = [t for t in tenants if t.tenant_id in outcome.new_tenant_ids]
-        if not picked and len(tenants) == 1:
-            picked = tenants
-        if not picked:
-            picked = _ask_tenants(tenants)
-    return connection_names(args.name, picked)
+def _choose(args: argparse.Namespace, session: ConnectSession) -> list[Tenant]:
+    preselected = session.preselect(args.tenant)
+    for wanted in preselected.unknown:
+        _err(f"xero-tui: no organisation {wanted!r} among those this app reaches.")
+    if not preselected.needs_choice:
+        return list(preselected.tenants)
+    assert session.outcome is not None
+    return _ask_tenants(session.outcome.ordered())
 
 
 def _ask_tenants(tenants: list[Tenant]) -> list[Tenant]:
     """Ask at the terminal which organisations to save, so a finished consent is not wasted."""
-    names = ", ".join(t.tenant_name for t in tenants)
+    from xero_tui.core.connect import parse_choice
+
+    names = ", ".join(clean_text(t.tenant_name, 80) for t in tenants)
     if not sys.stdin.isatty():
         raise UsageError(f"Say which organisation to save with --tenant (one of: {names}).")
     for number, tenant in enumerate(tenants, 1):
-        _err(f"  {number}. {clean_text(tenant.tenant_name, 80)} ({tenant.tenant_type})")
+        name, kind = clean_text(tenant.tenant_name, 80), clean_text(tenant.tenant_type, 40)
+        _err(f"  {number}. {name} ({kind})")
     while True:
-        answer = input("Organisations to save (numbers, comma separated): ").strip()
         try:
-            chosen = [tenants[int(part) - 1] for part in answer.split(",") if part.strip()]
-        except (ValueError, IndexError):
-            chosen = []
-        if chosen and all(int(p) >= 1 for p in answer.split(",") if p.strip()):
-            return list(dict.fromkeys(chosen))
-        _err(f"Type numbers from 1 to {len(tenants)}, e.g. 1 or 1,3.")
+            answer = input("Organisations to save (numbers, comma separated): ")
+        except EOFError:
+            raise UsageError("No organisation was chosen.") from None
+        try:
+            return [tenants[index] for index in parse_choice(answer, len(tenants))]
+        except UsageError as exc:
+            _err(str(exc))

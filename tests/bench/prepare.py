@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,8 +81,9 @@ def register_bench_client(emulator: Emulator, redirect_uri: str) -> None:
 
 def connect_for_real(place: Place, emulator: Emulator, name: str, redirect_uri: str) -> str:
     """A connection made by a real consent against the emulator; returns its grant id."""
-    from xero_tui.core.service import ConnectionDraft, Service
-    from xero_tui.emulator.consent import answer_consent
+    from tests.support.session import sign_in
+    from xero_tui.core.consent import ConnectionDraft
+    from xero_tui.core.service import Service
 
     place.use_here()
     service = Service(place.paths, emulator.endpoints)
@@ -92,22 +92,9 @@ def connect_for_real(place: Place, emulator: Emulator, name: str, redirect_uri: 
     )
 
     async def consent() -> list[Connection]:
-        attempt = await service.begin_consent(draft, allow_launch=False, env={})
-        # The browser's request to the listener is held until the exchange is known.
-        browser = threading.Thread(
-            target=answer_consent,
-            args=(attempt.url,),
-            kwargs={"tenant_ids": [emulator.tenants[0].tenant_id], "follow_redirect": True},
-            daemon=True,
-        )
-        browser.start()
-        try:
-            result = await attempt.wait()
-            outcome = await service.finish_consent(attempt, result, CLIENT_SECRET)
-        finally:
-            await attempt.close()
-        browser.join(10)
-        return service.save_connections(draft, outcome, [(name, outcome.ordered()[0])])
+        tenant_ids = [emulator.tenants[0].tenant_id]
+        session, outcome = await sign_in(service, draft, name, tenant_ids=tenant_ids)
+        return session.save([outcome.ordered()[0]])
 
     saved = asyncio.run(consent())
     return saved[0].grant_id

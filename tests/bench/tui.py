@@ -147,8 +147,8 @@ def _picker_app(side: str, tenants: list[Tenant]) -> tuple[App[Any], Callable[[]
 
     app = Host()
     if side == "ours":
+        from xero_tui.core.consent import ConsentOutcome
         from xero_tui.core.models import TokenSet
-        from xero_tui.core.service import ConsentOutcome
         from xero_tui.screens.organisations import OrganisationsScreen, TenantList
 
         tokens = TokenSet("not-used", 0.0, "not-used")
@@ -261,8 +261,9 @@ def memory(side: str, count: int) -> dict[str, Any]:
     tenants = many_tenants(count)
     if side == "ours":
         from xero_tui.app import XeroTuiApp
+        from xero_tui.core.consent import ConsentOutcome
         from xero_tui.core.models import TokenSet
-        from xero_tui.core.service import ConsentOutcome, Service
+        from xero_tui.core.service import Service
         from xero_tui.screens.organisations import OrganisationsScreen, TenantList
 
         app: App[Any] = XeroTuiApp(Service())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +10,12 @@ from typing import Literal
 from tests.stress.registry import output
 from tests.support.cli import ROOT, Result, cli_env
 from tests.support.net import free_port
+from tests.support.session import connect_new
+from xero_tui.core.consent import ConnectionDraft
 from xero_tui.core.models import Connection, Kind, TokenSet, default_scopes
-from xero_tui.core.service import ConnectionDraft, Service
+from xero_tui.core.service import Service
 from xero_tui.emulator import Emulator
 from xero_tui.emulator import model as emulator_model
-from xero_tui.emulator.consent import answer_consent
 
 Standing = Literal["current", "grace", "dead", "unknown"]
 
@@ -36,20 +36,7 @@ async def connect(emu: Emulator, name: str, *, file_store: bool = False) -> Conn
     draft = ConnectionDraft(
         Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
     )
-    attempt = await svc.begin_consent(draft, timeout=30, allow_launch=False)
-    # The scripted browser blocks until the held callback is answered, so it runs beside us.
-    browser = asyncio.ensure_future(
-        asyncio.to_thread(answer_consent, attempt.url, follow_redirect=True)
-    )
-    try:
-        result = await asyncio.wait_for(attempt.wait(), 20)
-        outcome = await svc.finish_consent(attempt, result, draft.client_secret)
-    finally:
-        await attempt.close()
-    await asyncio.wait_for(browser, 20)
-    tenant = next(t for t in outcome.ordered() if t.tenant_id in outcome.new_tenant_ids)
-    (saved,) = svc.save_connections(draft, outcome, [(name, tenant)])
-    return saved
+    return await connect_new(svc, draft, name)
 
 
 def stored_tokens(grant_id: str) -> TokenSet | None:

@@ -20,10 +20,11 @@ import pytest
 from tests.stress.harness import free_port
 from tests.stress.registry import record, timed
 from tests.stress.wire import Answer, LoopThread, exchange
+from xero_tui.core.consent import ConnectionDraft
 from xero_tui.core.errors import ConsentCancelled, ConsentTimeout
 from xero_tui.core.loopback import CONNECTED_TEXT
 from xero_tui.core.models import Kind, default_scopes
-from xero_tui.core.service import ConnectionDraft, Service
+from xero_tui.core.service import Service
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
 
@@ -127,7 +128,8 @@ def test_listener_exposure_replay_and_port_release(emu: Emulator, loop: LoopThre
                 default_scopes(Kind.WEB),
             )
             wait_for = TIMEOUT if outcome == "timeout" else 30
-            attempt = loop.run(svc.begin_consent(draft, timeout=wait_for, allow_launch=False))
+            session = svc.start_session(draft, f"round {round_}")
+            attempt = loop.run(session.begin_consent(timeout=wait_for, allow_launch=False))
             port = attempt.port
             where = f"round {round_} ({outcome}, port {port})"
             for sock in attempt.listener.sockets:
@@ -146,7 +148,7 @@ def test_listener_exposure_replay_and_port_release(emu: Emulator, loop: LoopThre
                     browser = threading.Thread(target=open_page, args=(port, target, page))
                     browser.start()
                     result = loop.run(attempt.wait(), 20)
-                    loop.run(svc.finish_consent(attempt, result, client.client_secret))
+                    loop.run(session.complete_consent(attempt, result))
                     browser.join(30)
                     if not page or CONNECTED_TEXT.encode() not in page[0].body:
                         broken.append(f"{where}: the page did not say connected")

@@ -21,10 +21,11 @@ from tests.stress.harness import free_port
 from tests.stress.registry import output, record, timed
 from tests.stress.wire import Answer, LoopThread, exchange, reflects_nothing
 from xero_tui.core import loopback
+from xero_tui.core.consent import ConnectionDraft
 from xero_tui.core.errors import OAuthError
 from xero_tui.core.loopback import CONNECTED_TEXT, CallbackListener
 from xero_tui.core.models import Kind, default_scopes
-from xero_tui.core.service import ConnectionDraft, Service
+from xero_tui.core.service import Service
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
 
@@ -157,8 +158,8 @@ def test_hostile_barrage_then_the_genuine_callback_completes(
     draft = ConnectionDraft(
         Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
     )
-    svc = Service()
-    attempt = loop.run(svc.begin_consent(draft, timeout=300, allow_launch=False))
+    session = Service().start_session(draft, "genuine")
+    attempt = loop.run(session.begin_consent(timeout=300, allow_launch=False))
     listener = attempt.listener
     port, right = attempt.port, attempt.request.state
     broken: list[str] = []
@@ -326,7 +327,7 @@ def test_hostile_barrage_then_the_genuine_callback_completes(
         )
         browser.start()
         result = loop.run(attempt.wait(), 20)
-        outcome = loop.run(svc.finish_consent(attempt, result, draft.client_secret))
+        outcome = loop.run(session.complete_consent(attempt, result))
         browser.join(30)
         loop.run(attempt.close())
     sent = sum(counts[k] for k in ("generated", "scripted", "at once", "half-sent"))

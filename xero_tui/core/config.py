@@ -27,7 +27,14 @@ from xero_tui.core.fsutil import (
     tighten_file,
 )
 from xero_tui.core.locks import file_lock
-from xero_tui.core.models import DEFAULT_REDIRECT_URI, Connection, Grant, Kind, Status
+from xero_tui.core.models import (
+    DEFAULT_REDIRECT_URI,
+    Connection,
+    Grant,
+    Kind,
+    PendingSignIn,
+    Status,
+)
 from xero_tui.core.paths import Paths
 
 SCHEMA = 1
@@ -44,6 +51,8 @@ class Config:
     secret_storage: SecretStorage = "keyring"
     grants: dict[str, Grant] = field(default_factory=dict)
     connections: dict[str, Connection] = field(default_factory=dict)
+    # Sign-ins whose tokens are stored but whose connections are not saved yet, by grant id.
+    pending: dict[str, PendingSignIn] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +117,20 @@ def _grant_fields(grant: Grant) -> list[tuple[str, object]]:
     ]
 
 
+def _pending_fields(pending: PendingSignIn) -> list[tuple[str, object]]:
+    return [
+        ("name", pending.name),
+        ("kind", Kind(pending.kind).value),
+        ("client_id", pending.client_id),
+        ("scopes", list(pending.scopes)),
+        ("redirect_uri", pending.redirect_uri),
+        ("pkce", pending.pkce),
+        ("auth_event_id", pending.auth_event_id),
+        ("renewing", list(pending.renewing) or None),
+        ("issued", pending.issued),
+    ]
+
+
 def _connection_fields(conn: Connection) -> list[tuple[str, object]]:
     return [
         ("kind", Kind(conn.kind).value),
@@ -148,6 +171,11 @@ def dump(config: Config) -> str:
         if conn.name != name:
             raise ValueError(f"connection stored under {name!r} is named {conn.name!r}")
         lines += _table(("connections", name), _connection_fields(conn))
+    for grant_id in sorted(config.pending):
+        pending = config.pending[grant_id]
+        if pending.grant_id != grant_id:
+            raise ValueError(f"sign-in stored under {grant_id!r} has grant_id {pending.grant_id!r}")
+        lines += _table(("pending", grant_id), _pending_fields(pending))
     return "\n".join(lines) + "\n"
 
 
@@ -269,7 +297,7 @@ class _Reader:
                 "as xero-tui will not overwrite it",
             )
         for key in data:
-            if key not in ("schema", "secret_storage", "grants", "connections"):
+            if key not in ("schema", "secret_storage", "grants", "connections", "pending"):
                 raise self.error((), key, f"unknown setting '{key}'")
         storage = data.get("secret_storage", "keyring")
         if storage not in SECRET_STORAGES:
@@ -279,6 +307,8 @@ class _Reader:
             config.grants[name] = self.grant(name, table)
         for name, table in self.tables(data, "connections").items():
             config.connections[name] = self.connection(name, table)
+        for grant_id, table in self.tables(data, "pending").items():
+            config.pending[grant_id] = self.pending(grant_id, table)
         return config
 
     def tables(self, data: dict[str, Any], section: str) -> dict[str, dict[str, Any]]:
@@ -361,6 +391,43 @@ class _Reader:
             auth_event_id=self.optional_string(where, table, "auth_event_id"),
         )
 
+    def flag(self, where: tuple[str, ...], table: Mapping[str, Any], key: str) -> bool:
+        value = table.get(key, True)
+        if not isinstance(value, bool):
+            raise self.field_error(where, key, f"must be true or false, not {_kind_of(value)}")
+        return value
+
+    _PENDING_FIELDS = (
+        "name",
+        "kind",
+        "client_id",
+        "scopes",
+        "redirect_uri",
+        "pkce",
+        "auth_event_id",
+        "renewing",
+        "issued",
+    )
+
+    def pending(self, grant_id: str, table: dict[str, Any]) -> PendingSignIn:
+        where = ("pending", grant_id)
+        self.check_fields(where, table, self._PENDING_FIELDS)
+        renewing = table.get("renewing", [])
+        if not isinstance(renewing, list) or not all(isinstance(n, str) for n in renewing):
+            raise self.field_error(where, "renewing", "must be an array of strings")
+        return PendingSignIn(
+            grant_id=grant_id,
+            name=self.string(where, table, "name"),
+            kind=self.kind(where, table),
+            client_id=self.string(where, table, "client_id"),
+            redirect_uri=self.string(where, table, "redirect_uri"),
+            scopes=self.scopes(where, table),
+            issued=self.moment(where, table, "issued"),
+            pkce=self.flag(where, table, "pkce"),
+            auth_event_id=self.optional_string(where, table, "auth_event_id"),
+            renewing=tuple(renewing),
+        )
+
     _CONNECTION_FIELDS = (
         "kind",
         "client_id",
@@ -380,9 +447,7 @@ class _Reader:
     def connection(self, name: str, table: dict[str, Any]) -> Connection:
         where = ("connections", name)
         self.check_fields(where, table, self._CONNECTION_FIELDS)
-        pkce = table.get("pkce", True)
-        if not isinstance(pkce, bool):
-            raise self.field_error(where, "pkce", f"must be true or false, not {_kind_of(pkce)}")
+        pkce = self.flag(where, table, "pkce")
         status_text = table.get("status", Status.OK.value)
         try:
             status = Status(status_text) if isinstance(status_text, str) else None

@@ -25,6 +25,11 @@ def clean_text(text: str, limit: int = 500) -> str:
     return cleaned
 
 
+def sentence(text: str) -> str:
+    """`text` as a sentence: a capital first letter and a full stop."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 class XeroTuiError(Exception):
     """Base error: `str(err)` is a sentence fit for the user."""
 

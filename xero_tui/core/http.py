@@ -20,8 +20,9 @@ import httpx
 from xero_tui.core.errors import NetworkError, RateLimited, ServerError, UsageError
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
-# How long exit waits for this module's threads (see _let_threads_finish).
-EXIT_WAIT = 2.0
+# How long exit waits for this module's threads (see _let_threads_finish): ample for a thread
+# inside OpenSSL to leave it, short enough that Ctrl-C during a request still ends at once.
+EXIT_WAIT = 0.5
 A = TypeVar("A")
 R = TypeVar("R")
 

@@ -159,3 +159,32 @@ class Connection:
     last_refreshed: datetime | None = None
     status: Status = Status.OK
     pkce: bool = True
+
+
+@dataclass
+class PendingSignIn:
+    """A sign-in Xero has answered whose connections are not saved yet.
+
+    Its tokens are already in the secret store under `grant_id` (the grant it becomes), so that
+    an interruption between Xero's answer and the save loses nothing: `connect NAME` again, or
+    the app's next start, finishes it without signing in again.
+    """
+
+    grant_id: str
+    name: str
+    kind: Kind
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    # When Xero issued the refresh token it holds: its 60 days run from here.
+    issued: datetime
+    pkce: bool = True
+    auth_event_id: str | None = None
+    # The saved connections a reconnect replaces (empty for a new connection).
+    renewing: tuple[str, ...] = ()
+
+    def expires(self) -> datetime:
+        """When Xero stops accepting its refresh token, if nothing uses it before then."""
+        from datetime import timedelta
+
+        return self.issued + timedelta(days=REFRESH_TOKEN_LIFETIME_DAYS)

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from xero_tui.core.errors import UsageError
 
 _CLIENT_ID = re.compile(r"[0-9A-Fa-f]{32}")
+# Connection names, derived ones (`NAME - Organisation`) included.
+MAX_NAME = 80
 
 
 def check_client_id(value: str) -> str:
@@ -23,8 +25,8 @@ def check_name(value: str) -> str:
     value = value.strip()
     if not value:
         raise UsageError("Give the connection a name.")
-    if len(value) > 80 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise UsageError("A connection name is at most 80 printable characters.")
+    if len(value) > MAX_NAME or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise UsageError(f"A connection name is at most {MAX_NAME} printable characters.")
     return value
 
 

@@ -135,6 +135,8 @@ class DemoUser:
 class EmulatorStats:
     """A snapshot of what the emulator has answered so far."""
 
+    # Consent pages served: each is a sign-in a person would have to go through.
+    authorizations: int = 0
     token_requests: int = 0
     code_exchanges: int = 0
     refreshes: int = 0

@@ -263,6 +263,7 @@ class EmulatorState:
 
     def authorize(self, params: Form) -> Reply:
         with self._lock:
+            self._counts["authorizations"] += 1
             client = self._clients.get(first(params, "client_id") or "")
             if client is None or client.kind is Kind.CUSTOM:
                 raise error_page_reply(_UNKNOWN_CLIENT)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from textual.widgets import Static
 
@@ -16,6 +16,8 @@ from xero_tui.core.errors import XeroTuiError, clean_text
 if TYPE_CHECKING:
     from textual.app import App
     from textual.widget import Widget
+
+    from xero_tui.demo import DemoContext
 
 
 def error_sentence(error: BaseException) -> str:
@@ -44,11 +46,30 @@ class PaletteCommand:
     run: Callable[[], object]
 
 
+class Host(Protocol):
+    """What screens need of the app that shows them; the app module is never imported here,
+    since it imports the screens."""
+
+    demo: DemoContext | None
+
+    @property
+    def storage_line(self) -> str | None: ...
+
+    def show_storage(self, description: str) -> None: ...
+
+    def refresh_storage(self) -> object: ...
+
+    def settle(self) -> None: ...
+
+    def open_checklist(self) -> None: ...
+
+    def consent_guard(self) -> AbstractContextManager[None]: ...
+
+
 def sign_in_guard(app: App[Any]) -> AbstractContextManager[None]:
     """While a sign-in or a token check is under way, the app asks before quitting."""
-    from xero_tui.app import XeroTuiApp
-
-    return app.consent_guard() if isinstance(app, XeroTuiApp) else nullcontext()
+    guard = getattr(app, "consent_guard", None)
+    return cast("Host", app).consent_guard() if callable(guard) else nullcontext()
 
 
 class Messages:

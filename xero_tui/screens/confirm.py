@@ -1,4 +1,4 @@
-"""Typed yes/no dialogs: delete a connection, or leave while something would be lost.
+"""Typed dialogs: delete a connection, leave while something would be lost, finish a sign-in.
 
 Each defaults to the answer that loses nothing: focus starts on No, escape means No.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Footer, Static
 
-from xero_tui.core.models import Connection, Kind, Status
+from xero_tui.core.models import Connection, Kind, PendingSignIn, Status
 
 
 class YesNoScreen(ModalScreen[bool]):
@@ -127,4 +127,65 @@ class DeleteScreen(ModalScreen[DeleteChoice | None]):
 
     @on(Button.Pressed, "#keep")
     def action_keep(self) -> None:
+        self.dismiss(None)
+
+
+class PendingScreen(ModalScreen[Literal["finish", "discard"] | None]):
+    """Offer an unfinished sign-in: finish it (no new sign-in), discard it, or decide later."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "finish", "Finish"),
+        Binding("x", "discard", "Discard"),
+        Binding("escape", "later", "Later"),
+    ]
+
+    def __init__(self, pending: PendingSignIn, more: int = 0) -> None:
+        super().__init__(classes="dialog-screen")
+        self.pending = pending
+        self.more = more
+
+    def compose(self) -> ComposeResult:
+        pending = self.pending
+        issued = pending.issued.astimezone().strftime("%Y-%m-%d %H:%M")
+        expires = pending.expires().astimezone().strftime("%Y-%m-%d")
+        with Vertical(classes="dialog"):
+            yield Static(
+                f"The sign-in {pending.name!r} was not finished.",
+                classes="dialog-question",
+                markup=False,
+            )
+            yield Static(
+                f"Xero answered at {issued} ({pending.kind.label}, client ID "
+                f"…{pending.client_id[-6:]}), and its tokens are kept here. Finishing lists the "
+                f"organisations and saves, without signing in again; it can be finished until "
+                f"{expires}. Discarding revokes it at Xero.",
+                classes="dialog-detail",
+                markup=False,
+            )
+            if self.more:
+                plural = "s wait" if self.more != 1 else " waits"
+                yield Static(
+                    f"{self.more} more unfinished sign-in{plural} after this one.",
+                    classes="dialog-detail",
+                    markup=False,
+                )
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Finish", id="finish", variant="primary", compact=True)
+                yield Button("Later", id="later", compact=True)
+                yield Button("Discard", id="discard", variant="error", compact=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#finish", Button).focus()
+
+    @on(Button.Pressed, "#finish")
+    def action_finish(self) -> None:
+        self.dismiss("finish")
+
+    @on(Button.Pressed, "#discard")
+    def action_discard(self) -> None:
+        self.dismiss("discard")
+
+    @on(Button.Pressed, "#later")
+    def action_later(self) -> None:
         self.dismiss(None)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -16,21 +17,21 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, LoadingIndicator, Static
 
+from xero_tui.core.connect import pending_sign_ins, reconnect_names
 from xero_tui.core.errors import StorageError, TenantNotConnected, XeroTuiError
-from xero_tui.core.models import Connection, Status
-from xero_tui.core.service import reconnect_names
-from xero_tui.screens import Messages, PaletteCommand, error_sentence, local_time
+from xero_tui.core.models import Connection, PendingSignIn, Status
+from xero_tui.screens import Host, Messages, PaletteCommand, error_sentence, local_time
 from xero_tui.widgets import StorageLine
 
 # The screens opened from here are imported when first opened, so start-up does not pay for them.
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from xero_tui.app import XeroTuiApp
-    from xero_tui.core.service import Health, Service, TestResult
+    from xero_tui.core.health import Health, TestResult
+    from xero_tui.core.service import Service
     from xero_tui.screens.confirm import DeleteChoice
 
-NOT_CONNECTED = "organisation no longer connected"
+_COLOURS = {"ok": "success", "warning": "warning", "error": "error"}
 COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
 # From this width on, the table has room for a column saying where each one's secrets live.
 WIDE = 100
@@ -84,6 +85,7 @@ class ConnectionsScreen(Messages, Screen[None]):
         Binding("d", "delete", "Delete", tooltip="Remove it (and optionally disconnect at Xero)."),
         Binding("c", "copy_token", "Token", tooltip="Copy a valid access token (OSC 52)."),
         Binding("k", "checklist", "Setup", tooltip="How to create the app at Xero."),
+        Binding("f", "finish", "Finish sign-in", tooltip="Finish or discard a kept sign-in."),
         Binding("q", "app.quit", "Quit", show=False),
     ]
     ROW_ACTIONS: ClassVar[frozenset[str]] = frozenset(
@@ -94,8 +96,12 @@ class ConnectionsScreen(Messages, Screen[None]):
         super().__init__()
         self.service = service
         self._health: dict[str, Health] = {}
-        # What Xero said about a connection during this session (the config cannot hold it).
-        self._remote: dict[str, str] = {}
+        # Connections whose organisation Xero no longer lists, as found during this session
+        # (the config cannot hold it).
+        self._disconnected: set[str] = set()
+        # Sign-ins Xero answered whose connections are not saved yet, oldest first.
+        self._pending: list[PendingSignIn] = []
+        self._offered = False
         self._storage = ""
         # The secret store could not be read: each row's tokens are neither there nor missing.
         self._secrets_unknown = False
@@ -103,16 +109,14 @@ class ConnectionsScreen(Messages, Screen[None]):
         self._shown: tuple[list[tuple[str, int]], list[tuple[str, tuple[Cell, ...]]]] | None = None
 
     @property
-    def xero_app(self) -> XeroTuiApp:
-        from xero_tui.app import XeroTuiApp
-
-        assert isinstance(self.app, XeroTuiApp)
-        return self.app
+    def xero_app(self) -> Host:
+        return cast("Host", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static("Xero connections", classes="screen-title")
         yield ConnectionTable(id="connections", cursor_type="row")
         yield Static(id="home-empty", classes="empty-state")
+        yield Static(id="home-pending", classes="pending-line", markup=False)
         with Horizontal(id="home-progress", classes="progress-line"):
             yield LoadingIndicator()
             yield Static(id="home-progress-text", markup=False)
@@ -123,6 +127,7 @@ class ConnectionsScreen(Messages, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#home-empty").display = False
+        self.query_one("#home-pending").display = False
         self._progress(None)
         # The config is usually read in milliseconds: the spinner shows only when it is not
         # (painting it meanwhile would only slow the reading down).
@@ -138,10 +143,12 @@ class ConnectionsScreen(Messages, Screen[None]):
         """Read the config and each connection's stored tokens (keyring calls: off the loop)."""
         try:
             # The config alone fills the table at once; the keyring may take a while to answer.
-            listed = self.service.health(read_secrets=False)
+            config = self.service.load()
+            listed = self.service.health(read_secrets=False, config=config)
         except XeroTuiError as exc:
             self.app.call_from_thread(self._show_load_error, exc)
             return
+        pending = pending_sign_ins(config)
         if listed:
             painted = threading.Event()
             self.app.call_from_thread(
@@ -151,17 +158,17 @@ class ConnectionsScreen(Messages, Screen[None]):
             # hold the interpreter lock the painting needs.
             painted.wait(PAINT_WAIT)
         try:
-            health = self.service.health()
+            health = self.service.health(config=config)
             storage = self.service.secrets.description
         except StorageError as exc:
             # Only the secrets could not be read: the config's rows, and every key that acts
             # on them, stay; what the secret store would have said is shown as unknown.
-            self.app.call_from_thread(self._show, listed, None, secrets_error=exc)
+            self.app.call_from_thread(self._show, listed, None, secrets_error=exc, pending=pending)
             return
         except XeroTuiError as exc:
             self.app.call_from_thread(self._show_load_error, exc)
             return
-        self.app.call_from_thread(self._show, health, storage)
+        self.app.call_from_thread(self._show, health, storage, pending=pending)
 
     def _show(
         self,
@@ -171,9 +178,13 @@ class ConnectionsScreen(Messages, Screen[None]):
         *,
         config_only: bool = False,
         secrets_error: StorageError | None = None,
+        pending: list[PendingSignIn] | None = None,
     ) -> None:
         """Show `health`; `storage` is where secrets live (None: the secret store failed, with
-        `secrets_error`, so each row's secrets are unknown)."""
+        `secrets_error`, so each row's secrets are unknown); `pending`, the unfinished sign-ins
+        (None while only the config's rows are shown)."""
+        if pending is not None:
+            self._show_pending(pending)
         self._reading.stop()
         self._progress(None)
         self._health = {h.connection.name: h for h in health}
@@ -202,6 +213,23 @@ class ConnectionsScreen(Messages, Screen[None]):
         if painted is not None:
             self.call_after_refresh(self._when_painted, painted)
         self.call_after_refresh(self._when_painted, self.xero_app.settle)
+
+    def _show_pending(self, pending: list[PendingSignIn]) -> None:
+        self._pending = pending
+        line = self.query_one("#home-pending", Static)
+        line.display = bool(pending)
+        if pending:
+            names = ", ".join(repr(p.name) for p in pending)
+            plural = "s" if len(pending) != 1 else ""
+            line.update(
+                f"Unfinished sign-in{plural}: {names}. Xero's answer is kept; f finishes or "
+                "discards it without signing in again."
+            )
+        self.refresh_bindings()
+        if pending and not self._offered:
+            # Offered once a start: the key stays for later.
+            self._offered = True
+            self.action_finish()
 
     def _when_painted(self, callback: Callable[[], object]) -> None:
         """Run `callback` once the table's rows are on screen, not merely added.
@@ -319,19 +347,16 @@ class ConnectionsScreen(Messages, Screen[None]):
         self.call_after_refresh(self.xero_app.settle)
 
     def _status_cell(self, health: Health, shared: dict[str, Cell]) -> Cell:
-        name = health.connection.name
-        label = self._remote.get(name) or health.label
-        if self._secrets_unknown and label == "ok":
+        if health.connection.name in self._disconnected:
+            health = health.checked(False)
+        label, severity = health.label, health.severity
+        if self._secrets_unknown and severity == "ok":
             on_file = self._storage.startswith("plain file")
             label = "secrets file unreadable" if on_file else "keyring unavailable"
         if label in shared:
             return shared[label]
-        if label == "ok":
-            colour = "success"
-        elif label.startswith("refresh token unused") or self._secrets_unknown:
-            colour = "warning"
-        else:
-            colour = "error"
+        # What the secret store would say is unknown: no row is known to be fine, or broken.
+        colour = "warning" if self._secrets_unknown else _COLOURS[severity]
         cell = shared[label] = Cell(label, self.app.theme_variables.get(colour, ""))
         return cell
 
@@ -350,6 +375,8 @@ class ConnectionsScreen(Messages, Screen[None]):
         return health.connection if health else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "finish":
+            return bool(self._pending)
         if action not in self.ROW_ACTIONS:
             return True
         conn = self.selected()
@@ -360,7 +387,7 @@ class ConnectionsScreen(Messages, Screen[None]):
             health = self._health.get(conn.name)
             return (
                 conn.status is not Status.NEEDS_RECONNECT
-                and conn.name not in self._remote
+                and conn.name not in self._disconnected
                 and not (health is not None and health.secret_missing)
             )
         return True
@@ -399,8 +426,9 @@ class ConnectionsScreen(Messages, Screen[None]):
             return
         self.reconnect(conn.name)
 
-    def reconnect(self, name: str) -> None:
-        found = self._fresh(name)
+    @work(exclusive=True, group="open", exit_on_error=False)
+    async def reconnect(self, name: str) -> None:
+        found = await self._fresh(name)
         if found is None:
             return
         conn = found[0]
@@ -412,7 +440,7 @@ class ConnectionsScreen(Messages, Screen[None]):
     def _saved(self, verb: str, saved: list[Connection] | None) -> None:
         if saved:
             for conn in saved:
-                self._remote.pop(conn.name, None)
+                self._disconnected.discard(conn.name)
             names = ", ".join(repr(c.name) for c in saved)
             self._say(f"{verb} {names}.")
         self.reload()
@@ -427,9 +455,9 @@ class ConnectionsScreen(Messages, Screen[None]):
 
         def tested(result: TestResult | XeroTuiError | None) -> None:
             if isinstance(result, TenantNotConnected):
-                self._remote[name] = NOT_CONNECTED
+                self._disconnected.add(name)
             elif result is not None and not isinstance(result, XeroTuiError):
-                self._remote.pop(name, None)
+                self._disconnected.discard(name)
             self.reload()
 
         self.app.push_screen(TestResultScreen(self.service, name), tested)
@@ -439,11 +467,11 @@ class ConnectionsScreen(Messages, Screen[None]):
         if conn is not None:
             self.delete(conn.name)
 
-    def _fresh(self, name: str) -> tuple[Connection, list[str]] | None:
+    async def _fresh(self, name: str) -> tuple[Connection, list[str]] | None:
         """The saved connection as it is now (another process may have changed the config),
         and the names of every connection sharing its grant."""
         try:
-            config = self.service.load()
+            config = await asyncio.to_thread(self.service.load)
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
             return None
@@ -453,8 +481,9 @@ class ConnectionsScreen(Messages, Screen[None]):
             return None
         return config.connections[name], reconnect_names(config, name)
 
-    def delete(self, name: str) -> None:
-        found = self._fresh(name)
+    @work(exclusive=True, group="open", exit_on_error=False)
+    async def delete(self, name: str) -> None:
+        found = await self._fresh(name)
         if found is None:
             return
         conn, grant_names = found
@@ -479,7 +508,7 @@ class ConnectionsScreen(Messages, Screen[None]):
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
         else:
-            self._remote.pop(name, None)
+            self._disconnected.discard(name)
             self._say(summary)
         finally:
             self._progress(None)
@@ -518,14 +547,14 @@ class ConnectionsScreen(Messages, Screen[None]):
             try:
                 connected = await self.service.still_connected(name)
             except XeroTuiError as exc:
-                self._remote.pop(name, None)
+                self._disconnected.discard(name)
                 problems += 1
                 self._say(f"{name}: {error_sentence(exc)}", error=True)
                 continue
             if connected:
-                self._remote.pop(name, None)
+                self._disconnected.discard(name)
             else:
-                self._remote[name] = NOT_CONNECTED
+                self._disconnected.add(name)
                 problems += 1
         self._progress(None)
         if not problems:
@@ -534,6 +563,38 @@ class ConnectionsScreen(Messages, Screen[None]):
 
     def action_checklist(self) -> None:
         self.xero_app.open_checklist()
+
+    def action_finish(self) -> None:
+        if not self._pending:
+            return
+        from xero_tui.screens.confirm import PendingScreen
+
+        pending = self._pending[0]
+
+        def chosen(choice: str | None) -> None:
+            if choice == "finish":
+                self._finish(pending)
+            elif choice == "discard":
+                self._discard(pending)
+
+        self.app.push_screen(PendingScreen(pending, len(self._pending) - 1), chosen)
+
+    def _finish(self, pending: PendingSignIn) -> None:
+        from xero_tui.screens.form import FormScreen
+
+        screen = FormScreen(self.service, demo=self.xero_app.demo, resume=pending)
+        self.app.push_screen(screen, partial(self._saved, "Saved"))
+
+    @work(exclusive=True, group="remove", exit_on_error=False)
+    async def _discard(self, pending: PendingSignIn) -> None:
+        self._progress(f"Discarding the sign-in {pending.name!r} and revoking it at Xero…")
+        try:
+            self._say(await self.service.discard(pending))
+        except XeroTuiError as exc:
+            self._say(error_sentence(exc), error=True)
+        finally:
+            self._progress(None)
+        self.reload()
 
     def palette_commands(self) -> list[PaletteCommand]:
         commands = [

@@ -23,6 +23,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static
 
+from xero_tui.core.consent import ConsentOutcome
 from xero_tui.core.errors import (
     CallbackError,
     ConsentCancelled,
@@ -33,13 +34,15 @@ from xero_tui.core.errors import (
 )
 from xero_tui.core.models import MYAPPS_URL
 from xero_tui.core.secrets import ProbeResult
-from xero_tui.core.service import ConsentOutcome, StorageMove
+from xero_tui.core.storage import StorageMove
 from xero_tui.core.xero import oauth_error
 from xero_tui.screens import error_sentence, sign_in_guard
 from xero_tui.widgets.values import link_content
 
 if TYPE_CHECKING:
-    from xero_tui.core.service import ConnectionDraft, ConsentAttempt, Service
+    from xero_tui.core.connect import ConnectSession
+    from xero_tui.core.consent import ConsentAttempt
+    from xero_tui.core.service import Service
     from xero_tui.demo import DemoContext
 
 PROBE_TIMEOUT = 5.0
@@ -57,7 +60,11 @@ def countdown(seconds: float) -> str:
 
 
 class ConsentScreen(ModalScreen[ConsentOutcome | None]):
-    """Sign in to Xero for `draft`; dismisses with the outcome, or None when cancelled."""
+    """Sign in to Xero for `session`; dismisses with the outcome, or None when cancelled.
+
+    The session keeps what Xero issues before the outcome comes back: a screen closed in
+    between (or an app hung up) leaves an unfinished sign-in, not a lost one.
+    """
 
     # Absolute, so that subclasses defined elsewhere find it too.
     CSS_PATH = Path(__file__).with_name("consent.tcss")
@@ -85,7 +92,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     def __init__(
         self,
         service: Service,
-        draft: ConnectionDraft,
+        session: ConnectSession,
         *,
         demo: DemoContext | None = None,
         env: Mapping[str, str] | None = None,
@@ -94,7 +101,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     ) -> None:
         super().__init__()
         self.service = service
-        self.draft = draft
+        self.session = session
+        self.draft = session.draft
         self.demo = demo
         self.env = env
         self.clock = clock
@@ -203,7 +211,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         # The keyring call itself runs in a thread with a limit of its own; this bound keeps
         # the screen's promise even if that thread never answers.
         try:
-            return await asyncio.wait_for(self.service.probe_storage(), PROBE_TIMEOUT)
+            return await asyncio.wait_for(self.session.probe_storage(), PROBE_TIMEOUT)
         except TimeoutError:
             return ProbeResult(
                 False,
@@ -227,7 +235,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         self._status("Starting the sign-in…")
         env = dict(self.env) if self.env is not None else None
         try:
-            attempt = await self.service.begin_consent(self.draft, timeout=self.timeout, env=env)
+            attempt = await self.session.begin_consent(timeout=self.timeout, env=env)
         except Exception as exc:
             self._fail(self._begin_error(exc))
             return
@@ -252,9 +260,7 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                 self.phase = "exchanging"
                 self._status("Xero answered. Exchanging the code for tokens…")
                 try:
-                    outcome = await self.service.finish_consent(
-                        attempt, result, self.draft.client_secret
-                    )
+                    outcome = await self.session.complete_consent(attempt, result)
                 except Exception as exc:
                     self._fail(error_sentence(exc))
                     return

@@ -28,22 +28,16 @@ from textual.widgets import (
     Static,
 )
 
+from xero_tui.core.connect import ConnectSession, Phase, clone_draft, connection_names
+from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.errors import UsageError, XeroTuiError
 from xero_tui.core.models import (
     DEFAULT_REDIRECT_URI,
     Connection,
     Kind,
+    PendingSignIn,
     Tenant,
     default_scopes,
-)
-from xero_tui.core.service import (
-    ConnectionDraft,
-    ConsentOutcome,
-    TokenCheckFailed,
-    clone_draft,
-    connection_names,
-    reconnect_names,
-    renewed_pairs,
 )
 from xero_tui.core.validate import check_client_id, check_name, check_redirect_uri
 from xero_tui.screens import Messages, PaletteCommand, error_sentence, sign_in_guard
@@ -68,7 +62,8 @@ DRAFT_FIELDS = ("client-id", "client-secret", "redirect-uri", "scopes")
 
 
 class FormScreen(Messages, Screen[list[Connection] | None]):
-    """Create, open or reconnect a connection; dismisses with what was saved."""
+    """Create, open or reconnect a connection, or finish an unfinished sign-in; dismisses with
+    what was saved. The sign-in itself is a `ConnectSession`: this screen only drives it."""
 
     message_prefix = "form"
 
@@ -93,40 +88,52 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         demo: DemoContext | None = None,
         existing: Connection | None = None,
         reconnect: bool = False,
+        resume: PendingSignIn | None = None,
     ) -> None:
         super().__init__()
         self.service = service
         self.demo = demo
         self.existing = existing
         self.reconnecting = reconnect and existing is not None
-        self.kind = existing.kind if existing else Kind.WEB
-        self.outcome: ConsentOutcome | None = None
-        self.outcome_draft: ConnectionDraft | None = None
+        self.resuming = resume
+        known = existing or resume
+        self.kind = known.kind if known is not None else Kind.WEB
+        # The sign-in under way, once Generate (or a token check) has started one.
+        self.session: ConnectSession | None = None
         self.chosen: list[Tenant] = []
         self.saved = False
-        # The connections a new sign-in renews (those sharing the saved one's grant).
-        self.renewing: list[str] = []
-        self._token_from_us = False
-        self._pasted_token = False
         self._loaded_secret: str | None = None
-        # Checking a pasted refresh token uses it: Xero answers with a new one, and the pasted
-        # one stops working 30 minutes later. Until it is saved, this form holds the only copy.
-        self._rotated: str | None = None
+        # A pasted token's check is under way: its answer must arrive before anything else.
         self._checking = False
-        # The names already saved, read once off the UI thread (None until then) and again on
-        # Save: the name field is checked against them on every keystroke.
+        # The saved connections, read once off the UI thread (None until then) and the names
+        # again on Save: the name field is checked against them on every keystroke.
+        self._saved_connections: dict[str, Connection] | None = None
         self._taken: frozenset[str] | None = None
+
+    @property
+    def outcome(self) -> ConsentOutcome | None:
+        """What the current sign-in reaches, while the fields still describe its app."""
+        return self.session.outcome if self.session is not None else None
+
+    @property
+    def renewing(self) -> bool:
+        """A sign-in here renews the saved connections that share this one's grant."""
+        if self.session is not None:
+            return bool(self.session.renewing)
+        return self.existing is not None or bool(self.resuming and self.resuming.renewing)
 
     # Layout ------------------------------------------------------------------------------------
 
     def _title(self) -> str:
+        if self.resuming is not None:
+            return f"Finish the sign-in {self.resuming.name!r}"
         if self.existing is None:
             return "New connection"
         verb = "Reconnect" if self.reconnecting else "Connection"
         return f"{verb} {self.existing.name!r}"
 
     def compose(self) -> ComposeResult:
-        conn = self.existing
+        conn = self.existing or self.resuming
         yield Static(self._title(), classes="screen-title", markup=False)
         with VerticalScroll(id="form"):
             with Horizontal(classes="field", id="kind-row"):
@@ -139,7 +146,7 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
                 Input(
                     conn.name if conn else "",
                     placeholder="e.g. Acme sync",
-                    disabled=conn is not None,
+                    disabled=self.existing is not None,
                     id="name",
                     compact=True,
                 ),
@@ -193,7 +200,7 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
                 Input(
                     placeholder=(
                         "kept in the secret store; Generate replaces it"
-                        if conn
+                        if self.existing
                         else "filled by Generate, or paste one"
                     ),
                     password=True,
@@ -225,45 +232,41 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         for hint in self.query(".field-hint"):
             hint.display = False
         self._apply_kind()
-        self._fill_reuse_choices()
+        self.query_one("#reuse-row").display = False
         self._show_organisations()
+        self._load_saved()
         if self.existing is not None:
-            self.renewing = self._renewing_names()
             self._load_existing()
+        elif self.resuming is not None:
+            self._resume(self.resuming)
         else:
             self.query_one("#name", Input).focus()
-            self._load_taken()
 
-    def _read_taken(self) -> frozenset[str] | None:
-        """Blocking: the names of the saved connections (None if the config cannot be read)."""
+    def _read_saved(self) -> dict[str, Connection] | None:
+        """Blocking: the saved connections (None if the config cannot be read)."""
         try:
-            return frozenset(self.service.load().connections)
+            return {c.name: c for c in self.service.connections()}
         except XeroTuiError:
             return None
 
-    @work(thread=True, exclusive=True, group="taken", exit_on_error=False)
-    def _load_taken(self) -> None:
-        taken = self._read_taken()
-        self.app.call_from_thread(self._show_taken, taken)
+    def _read_taken(self) -> frozenset[str] | None:
+        saved = self._read_saved()
+        return None if saved is None else frozenset(saved)
 
-    def _show_taken(self, taken: frozenset[str] | None) -> None:
-        self._taken = taken
+    @work(thread=True, exclusive=True, group="taken", exit_on_error=False)
+    def _load_saved(self) -> None:
+        saved = self._read_saved()
+        self.app.call_from_thread(self._show_saved, saved)
+
+    def _show_saved(self, saved: dict[str, Connection] | None) -> None:
+        self._saved_connections = saved
+        self._taken = None if saved is None else frozenset(saved)
+        self._fill_reuse_choices(list((saved or {}).values()))
         # A name typed before the names were read is checked against them now.
         if self._value("name"):
             self._show_hint("name", self._check("name"))
 
-    def _renewing_names(self) -> list[str]:
-        assert self.existing is not None
-        try:
-            return reconnect_names(self.service.load(), self.existing.name)
-        except (XeroTuiError, KeyError):
-            return [self.existing.name]
-
-    def _fill_reuse_choices(self) -> None:
-        try:
-            saved = self.service.connections()
-        except XeroTuiError:
-            saved = []
+    def _fill_reuse_choices(self, saved: list[Connection]) -> None:
         seen: dict[str, Connection] = {}
         for conn in saved:
             seen.setdefault(conn.client_id, conn)
@@ -272,7 +275,8 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
             (f"{conn.name} ({conn.kind.label}, …{conn.client_id[-6:]})", conn.name)
             for conn in seen.values()
         )
-        self.query_one("#reuse-row").display = bool(seen) and self.existing is None
+        shown = bool(seen) and self.existing is None and self.resuming is None
+        self.query_one("#reuse-row").display = shown
 
     # Reading the fields ------------------------------------------------------------------------
 
@@ -326,13 +330,27 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     def _name_clash(self, name: str) -> str | None:
         taken = self._taken
-        if self.existing is not None or taken is None:
+        # Names made for several organisations are numbered past saved ones: only a plain
+        # name can clash.
+        if self.existing is not None or taken is None or len(self.chosen) > 1:
             return None
-        names = [n for n, _ in connection_names(name, self.chosen)] if self.chosen else [name]
-        clash = next((n for n in names if n in taken), None)
+        if name in taken:
+            return f"A connection named {name!r} already exists; choose another name."
+        return None
+
+    def _token_waiting(self) -> bool:
+        """The Refresh Token field holds a token that has given no organisations here yet:
+        pasted, or kept from a check that failed or no longer applies."""
         return (
-            f"A connection named {clash!r} already exists; choose another name." if clash else None
+            self.kind.uses_browser and self.outcome is None and bool(self._value("refresh-token"))
         )
+
+    def _kept_token(self) -> str | None:
+        """The refresh token the current sign-in keeps (the field shows it), if any."""
+        session = self.session
+        if session is None or not session.holds_tokens or session.tokens is None:
+            return None
+        return session.tokens.refresh_token
 
     def _problems(self, *, saving: bool) -> dict[str, str]:
         fields = ["client-id", "client-secret", "redirect-uri", "scopes"]
@@ -341,7 +359,7 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         problems = {f: p for f in fields if (p := self._check(f)) is not None}
         if not saving:
             return problems
-        unchecked = self._pasted_token and self.kind.uses_browser
+        unchecked = self._token_waiting()
         if self.existing is not None and self.outcome is None and not unchecked:
             return problems
         if self.kind.uses_browser and self.outcome is None:
@@ -416,11 +434,9 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         if field is None:
             return
         if field == "refresh-token":
-            if self._token_from_us:
-                self._token_from_us = False
-                return
-            self._pasted_token = bool(event.value.strip())
-            self._forget_outcome(None)
+            # Only an edit by hand voids the sign-in; the token it keeps is shown there too.
+            if event.value.strip() != self._kept_token():
+                self._forget_outcome(None)
             return
         if field in DRAFT_FIELDS and self._draft_changed():
             self._forget_outcome(f"The {LABELS[field]} changed")
@@ -433,7 +449,7 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     @on(Input.Submitted)
     def _input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "refresh-token" and self._pasted_token:
+        if event.input.id == "refresh-token" and self._token_waiting():
             if not self._still_checking():
                 self.check_pasted_token()
         else:
@@ -441,12 +457,8 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     @on(Select.Changed, "#reuse")
     def _reuse_chosen(self, event: Select.Changed) -> None:
-        if event.value is Select.NULL:
-            return
-        try:
-            conn = self.service.connection(str(event.value))
-        except XeroTuiError as exc:
-            self._say(error_sentence(exc), error=True)
+        conn = (self._saved_connections or {}).get(str(event.value))
+        if event.value is Select.NULL or conn is None:
             return
         self._select_kind(conn.kind)
         self._set_value("client-id", conn.client_id)
@@ -463,7 +475,8 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     def _draft_changed(self) -> bool:
         """Whether the fields no longer describe the app the sign-in was made with."""
-        return self.outcome_draft is not None and self._describes_another_app(self.outcome_draft)
+        session = self.session
+        return session is not None and self._describes_another_app(session.draft)
 
     def _describes_another_app(self, draft: ConnectionDraft, *, with_secret: bool = True) -> bool:
         """Whether the fields describe an app other than `draft`'s (scopes in any order; the
@@ -480,30 +493,19 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     def _forget_outcome(self, reason: str | None) -> None:
         """A sign-in belongs to the app's type, client ID, secret, redirect URI and scopes;
-        edits to those void it."""
-        if self.outcome is None:
+        edits to those void its organisations. What Xero issued stays kept (an unfinished
+        sign-in) until a new sign-in or check replaces it."""
+        session = self.session
+        if session is None or session.outcome is None:
             return
-        had_token = self.outcome_draft is not None and self.kind.uses_browser
-        # A token from a check of a pasted one, still in its field (not edited by the user).
-        rotated = (
-            reason is not None
-            and self._rotated is not None
-            and self.outcome.tokens.refresh_token == self._rotated
-        )
-        self.outcome = None
-        self.outcome_draft = None
+        session.set_aside()
         self.chosen = []
-        if rotated:
-            # The only live copy of the token: it stays, to be checked again with the new details.
-            self._pasted_token = True
-        elif reason and had_token and not self._pasted_token:
-            self._token_from_us = bool(self._value("refresh-token"))
-            self._set_value("refresh-token", "")
         self._show_organisations()
-        if rotated:
+        if reason and self._kept_token():
             self._say(
-                f"{reason}, so the checked token must be checked again: press enter in the "
-                "Refresh Token field, or ctrl+s."
+                f"{reason}, so the organisations no longer apply: Generate again, or press "
+                "enter in the Refresh Token field to have the kept token checked again with "
+                "the new details."
             )
         elif reason:
             self._say(f"{reason}, so the sign-in no longer applies: Generate again.")
@@ -526,16 +528,10 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         self.query_one("#organisation", Static).update(text)
 
     def _names_for_save(self, name: str) -> list[tuple[str, Tenant]]:
-        if self.renewing:
-            return self._renewed_pairs()
-        return connection_names(name, self.chosen)
-
-    def _renewed_pairs(self) -> list[tuple[str, Tenant]]:
-        try:
-            config = self.service.load()
-        except XeroTuiError:
-            return []
-        return renewed_pairs(config, self.renewing, self.chosen)
+        taken = self._taken or ()
+        if self.session is not None:
+            return self.session.names_for(self.chosen, name, taken)
+        return connection_names(name, self.chosen, taken)
 
     # Loading a saved connection ----------------------------------------------------------------
 
@@ -585,8 +581,8 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         """Whether a token check is under way; it must finish, so other actions wait for it."""
         if self._checking:
             self._say(
-                "Xero is checking the pasted token and will answer with a new one that only "
-                "this form can keep: wait for it, then save.",
+                "Xero is checking the pasted token and will answer with a new one: wait for it "
+                "to be kept, then save.",
                 error=True,
             )
         return self._checking
@@ -599,60 +595,101 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
     def _generate_pressed(self) -> None:
         self.action_generate()
 
+    async def _session_for(self, what: str) -> ConnectSession | None:
+        """The session a sign-in (or a token check) runs in, for the app the fields describe:
+        this form's, or a new one once its name is checked. None, said, when a field is wrong."""
+        try:
+            draft = self._draft()
+            name = check_name(self._value("name"))
+        except UsageError as exc:
+            problems = self._problems(saving=False)
+            if not problems:
+                problems = {"name": str(exc)}
+            self._show_problems(problems)
+            self._say(f"{what} needs the app's details first. {exc}", error=True)
+            return None
+        session = self.session
+        if session is not None and session.phase not in (Phase.SAVED, Phase.DISCARDED):
+            # Signing in again from this form replaces its earlier sign-in.
+            session.draft = draft
+            session.name = name
+            return session
+        try:
+            session = await asyncio.to_thread(
+                self.service.start_session, draft, name, reconnect=self.existing is not None
+            )
+        except XeroTuiError as exc:
+            self._say(error_sentence(exc), error=True)
+            return None
+        self.session = session
+        return session
+
     @work(exclusive=True, group="generate", exit_on_error=False)
     async def generate(self) -> None:
         """Sign in (or, for a custom connection, fetch a token), then choose organisations."""
-        try:
-            draft = self._draft()
-        except UsageError as exc:
-            self._show_problems(self._problems(saving=False))
-            self._say(f"Generate needs the app's details first. {exc}", error=True)
+        session = await self._session_for("Generate")
+        if session is None:
             return
         self._show_problems({})
         self._say("")
         try:
-            outcome = await self._sign_in(draft)
+            outcome = await self._sign_in(session)
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
             return
         finally:
             self._progress(None)
         if outcome is None:
-            self._say("Sign-in cancelled; nothing was saved.")
+            kept = " Xero's answer is kept as an unfinished sign-in." if session.pending else ""
+            self._say(f"Sign-in cancelled; nothing was saved.{kept}")
             return
-        self._take_outcome(draft, outcome)
+        await self._after_sign_in(session)
+
+    async def _after_sign_in(self, session: ConnectSession) -> None:
+        self.chosen = []
+        if session.draft.kind.uses_browser and session.tokens and session.tokens.refresh_token:
+            self._set_value("refresh-token", session.tokens.refresh_token)
+        self._show_hint("refresh-token", None)
+        self.refresh_bindings()
         await self._choose_organisations()
-        if self.reconnecting and self.chosen:
+        if self.renewing and self.chosen and (self.reconnecting or self.resuming):
             await self._save()
 
-    async def _sign_in(self, draft: ConnectionDraft) -> ConsentOutcome | None:
-        if draft.kind is Kind.CUSTOM:
+    async def _sign_in(self, session: ConnectSession) -> ConsentOutcome | None:
+        if session.draft.kind is Kind.CUSTOM:
             self._progress("Fetching a token with the client secret…")
-            return await self.service.outcome_for_custom(draft)
+            return await session.client_credentials()
         from xero_tui.screens.consent import ConsentScreen
 
         outcome: ConsentOutcome | None = await self.app.push_screen_wait(
-            ConsentScreen(self.service, draft, demo=self.demo)
+            ConsentScreen(self.service, session, demo=self.demo)
         )
         return outcome
 
-    def _take_outcome(self, draft: ConnectionDraft, outcome: ConsentOutcome) -> None:
-        self.outcome = outcome
-        self.outcome_draft = draft
-        self.chosen = []
-        self._pasted_token = False
-        if draft.kind.uses_browser and outcome.tokens.refresh_token:
-            self._put_token(outcome.tokens.refresh_token)
-        self._show_hint("refresh-token", None)
-        self.refresh_bindings()
+    @work(exclusive=True, group="generate", exit_on_error=False)
+    async def _resume(self, pending: PendingSignIn) -> None:
+        """Finish an unfinished sign-in: its tokens are kept, so no new sign-in is needed."""
+        self._fill_from(clone_draft(pending, None))
+        self._progress("Reading the organisations this sign-in reaches…")
+        try:
+            session = await asyncio.to_thread(self.service.resume_session, pending)
+            self.session = session
+            if pending.kind.has_secret:
+                await self._fetch_secret(pending.client_id)
+            self._progress("Reading the organisations this sign-in reaches…")
+            await session.organisations()
+        except XeroTuiError as exc:
+            self._say(error_sentence(exc), error=True)
+            return
+        finally:
+            self._progress(None)
+        await self._after_sign_in(session)
 
-    def _put_token(self, token: str) -> None:
-        """Show a refresh token from Xero in the field, without it counting as a paste."""
-        box = self.query_one("#refresh-token", Input)
-        if box.value != token:
-            # Only a change posts Input.Changed, which is what clears the mark again.
-            self._token_from_us = True
-            box.value = token
+    def _fill_from(self, draft: ConnectionDraft) -> None:
+        self._select_kind(draft.kind)
+        self._set_value("client-id", draft.client_id)
+        self._set_value("redirect-uri", draft.redirect_uri)
+        self._set_value("scopes", " ".join(draft.scopes))
 
     async def _choose_organisations(self) -> None:
         outcome = self.outcome
@@ -672,13 +709,12 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         else:
             from xero_tui.screens.organisations import OrganisationsScreen
 
+            saved = await asyncio.to_thread(self._saved_tenant_ids)
             # Not push_screen_wait: that first waits until the consent dialog is taken down, and
             # meanwhile this screen comes back and is drawn (about 80 ms), only to be covered.
             # The shield keeps a cancelled worker from cancelling the screen's result.
             chosen = await asyncio.shield(
-                self.app.push_screen(
-                    OrganisationsScreen(outcome, self._saved_tenant_ids()), wait_for_dismiss=True
-                )
+                self.app.push_screen(OrganisationsScreen(outcome, saved), wait_for_dismiss=True)
             )
         if chosen:
             self.chosen = list(chosen)
@@ -691,14 +727,13 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     def _renew(self, tenants: list[Tenant]) -> None:
         """A reconnect keeps each renewed connection on its own organisation."""
-        self.chosen = tenants
-        pairs = self._renewed_pairs()
+        assert self.session is not None
+        pairs = self.session.renewed()
         if not pairs:
-            assert self.existing is not None
             self.chosen = []
             self._say(
-                f"This sign-in did not include {self.existing.tenant_name}: choose it on "
-                "Xero's page and Generate again.",
+                f"This sign-in did not include the organisation of {self.session.name!r}: "
+                "choose it on Xero's page and Generate again.",
                 error=True,
             )
         else:
@@ -707,12 +742,11 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         self._show_organisations()
 
     def _saved_tenant_ids(self) -> frozenset[str]:
-        client_id = self._value("client-id")
-        try:
-            saved = self.service.connections()
-        except XeroTuiError:
-            return frozenset()
-        return frozenset(c.tenant_id for c in saved if c.client_id == client_id)
+        """Blocking: the organisations this app already has saved connections for."""
+        assert self.session is not None
+        client_id = self.session.draft.client_id
+        saved = self._read_saved() or {}
+        return frozenset(c.tenant_id for c in saved.values() if c.client_id == client_id)
 
     @work(exclusive=True, group="generate", exit_on_error=False)
     async def action_organisations(self) -> None:
@@ -722,42 +756,42 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
     async def check_pasted_token(self, then_save: bool = False) -> None:
         """A refresh token from another tool: using it proves it works (and rotates it).
 
-        Only an explicit action (enter in the field, or Save) runs this: the new token Xero
-        answers with must reach the secret store, and the pasted one dies 30 minutes later.
+        Only an explicit action (enter in the field, or Save) runs this. The session keeps the
+        new token Xero answers with before anything else; a token it already keeps, for the
+        app the fields still describe, only has its organisations read again.
         """
         token = self._value("refresh-token")
-        try:
-            draft = self._draft()
-        except UsageError as exc:
-            self._show_problems(self._problems(saving=False))
-            self._say(f"Checking the token needs the app's details first. {exc}", error=True)
+        # A token this form keeps, for the app the fields still describe: no need to use it.
+        relist = token == self._kept_token() and not self._draft_changed()
+        session = await self._session_for("Checking the token")
+        if session is None:
             return
         self._progress("Checking the refresh token with Xero…")
         self._checking = True
         try:
             with sign_in_guard(self.app):
-                outcome = await self.service.outcome_from_refresh_token(draft, token)
-        except TokenCheckFailed as exc:
-            # Xero replaced the pasted token before the failure: the new one is the only copy.
-            self._rotated = exc.tokens.refresh_token
-            if exc.tokens.refresh_token:
-                self._put_token(exc.tokens.refresh_token)
-            self._show_hint(
-                "refresh-token",
-                f"{error_sentence(exc)} Xero has already replaced the pasted token; the field "
-                "holds the new one: press enter to check it again.",
-            )
-            return
+                if relist:
+                    await session.organisations()
+                else:
+                    await session.check_refresh_token(token)
         except XeroTuiError as exc:
-            self._show_hint("refresh-token", error_sentence(exc))
+            kept = self._kept_token()
+            if kept is not None and kept != token:
+                # Xero replaced the pasted token before the failure: the new one is kept.
+                self._set_value("refresh-token", kept)
+                self._show_hint(
+                    "refresh-token",
+                    f"{error_sentence(exc)} Xero has already replaced the pasted token; the new "
+                    "one is kept and the field holds it: press enter to check it again.",
+                )
+            else:
+                self._show_hint("refresh-token", error_sentence(exc))
             return
         finally:
             self._checking = False
             self._progress(None)
-        self._rotated = outcome.tokens.refresh_token
-        self._take_outcome(draft, outcome)
-        await self._choose_organisations()
-        if then_save and self.chosen:
+        await self._after_sign_in(session)
+        if then_save and self.chosen and not self.saved:
             await self._save()
 
     # Saving ------------------------------------------------------------------------------------
@@ -774,7 +808,7 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         await self._save()
 
     async def _save(self) -> None:
-        if self._still_checking():
+        if self._still_checking() or self.saved:
             return
         if self._draft_changed():
             self._forget_outcome("The app's details changed")
@@ -783,12 +817,7 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
             self._taken = await asyncio.to_thread(self._read_taken)
         problems = self._problems(saving=True)
         only_token = set(problems) <= {"refresh-token", "organisation"}
-        if (
-            self._pasted_token
-            and self.outcome is None
-            and "refresh-token" in problems
-            and only_token
-        ):
+        if self._token_waiting() and "refresh-token" in problems and only_token:
             # Save is an explicit action: check the pasted token, then save what it gives.
             self._show_problems({})
             self.check_pasted_token(then_save=True)
@@ -799,21 +828,13 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
             first = next(iter(problems.values()))
             self._say(f"Not saved. Needs: {listed}. {first}", error=True)
             return
-        draft = self.outcome_draft
-        if self.outcome is None or draft is None:
+        session = self.session
+        if session is None or session.outcome is None:
             await self._save_secret_only()
             return
-        # The draft the sign-in (or the token check) used, which the fields still match.
-        pairs = self._names_for_save(self._value("name"))
         self._progress("Saving…")
         try:
-            saved = await asyncio.to_thread(
-                self.service.save_connections,
-                draft,
-                self.outcome,
-                pairs,
-                replace_existing=self.renewing,
-            )
+            saved = await asyncio.to_thread(session.save, self.chosen, self._value("name"))
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
             return
@@ -886,29 +907,38 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
 
     @property
     def holds_unsaved_token(self) -> bool:
-        """Whether leaving now would lose a token Xero issued (a sign-in, or a checked paste)."""
+        """Whether Xero has issued tokens here (a sign-in, or a checked paste) not yet saved."""
         if self.saved:
             return False
-        return self._checking or self.outcome is not None or self._rotated is not None
+        return self._checking or (self.session is not None and self.session.holds_tokens)
 
     def action_back(self) -> None:
         if self._still_checking():
             return
-        if not self.holds_unsaved_token:
+        if not self.holds_unsaved_token and not self._typed_secret():
             self.dismiss(None)
             return
         self._confirm_leave()
 
+    def _typed_secret(self) -> bool:
+        """A new form holds a client secret typed or pasted by hand, which leaving would lose."""
+        secret = self._value("client-secret")
+        return (
+            self.existing is None
+            and self.kind.has_secret
+            and bool(secret)
+            and secret != self._loaded_secret
+        )
+
     @work(exclusive=True, group="leave", exit_on_error=False)
     async def _confirm_leave(self) -> None:
-        if self._rotated is not None:
+        if self.holds_unsaved_token:
             question = (
-                "Leave without saving? Checking the pasted refresh token used it: Xero replaced "
-                "it with a new one that only this form holds, and the pasted one stops working "
-                "within 30 minutes. Leaving loses the connection."
+                "Leave without saving? Xero's answer is kept as an unfinished sign-in: the home "
+                "screen offers to finish it (f) or discard it."
             )
         else:
-            question = "Leave without saving? The sign-in you just made is not kept."
+            question = "Leave without saving? The client secret you typed is not kept."
         leave = await self.app.push_screen_wait(YesNoScreen(question, yes="Leave", no="Stay"))
         if leave:
             self.dismiss(None)

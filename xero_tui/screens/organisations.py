@@ -34,7 +34,7 @@ from xero_tui.core.errors import clean_text
 from xero_tui.core.models import Tenant
 
 if TYPE_CHECKING:
-    from xero_tui.core.service import ConsentOutcome
+    from xero_tui.core.consent import ConsentOutcome
 
 CHECKED = "[x] "
 UNCHECKED = "[ ] "

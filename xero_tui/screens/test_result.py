@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, LoadingIndicator, Static
 
 from xero_tui.core.errors import NeedsReconnect, TenantNotConnected, XeroTuiError
-from xero_tui.core.service import TestResult
+from xero_tui.core.health import TestResult
 from xero_tui.screens import error_sentence, local_time
 
 if TYPE_CHECKING:

@@ -1,0 +1,209 @@
+"""Access tokens for saved connections: the stored one while fresh, else a single-flight refresh.
+
+A refresh holds the grant's lock across processes, reads the stored tokens again inside it (a
+refresh another process just made is used, not repeated), and stores the rotated refresh token
+(read back) before the access token is handed out. This module is the whole of a cached
+`token`'s path, so it imports neither asyncio nor httpx until a refresh needs them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from xero_tui.core.config import Config
+from xero_tui.core.context import Context, in_thread, now_utc
+from xero_tui.core.errors import NeedsReconnect, StorageError, XeroTuiError
+from xero_tui.core.models import Connection, Grant, Kind, Status, TokenSet
+
+if TYPE_CHECKING:
+    from xero_tui.core.locks import FileLock
+
+# A refresh rewrites config.toml (under its lock, with two fsyncs) only when it changes a status
+# or moves a recorded refresh time by at least this much: a script that refreshes every half hour
+# need not rewrite it each time. The recorded time is what `status` measures the refresh token's
+# age from (in tenths of a day, against Xero's 60 days); it may lag by less than this, never lead.
+REFRESH_RECORD_STEP = timedelta(hours=1)
+
+
+def cached_token(ctx: Context, name: str) -> tuple[Connection, TokenSet] | None:
+    """The stored access token while it is fresh, read without an event loop; else None.
+
+    `token` asks this first: the common case then costs one config read and one keyring read.
+    None means `access_token` has to decide (refresh, or report what is wrong).
+    """
+    config = ctx.load()
+    conn = ctx.connection(name, config)
+    if conn.grant_id not in config.grants:
+        return None
+    ctx.secrets_for(config)
+    tokens = _stored_tokens(ctx, conn)
+    return (conn, tokens) if tokens.is_fresh() else None
+
+
+async def access_token(
+    ctx: Context, name: str, *, force: bool = False
+) -> tuple[Connection, TokenSet]:
+    """A valid access token for a connection, refreshing (single-flight) when needed."""
+    # Nearly every call ends in a request to Xero (a refresh, or the caller's own): start on
+    # its TLS context now, so that it overlaps with the config, the keyring and the lock.
+    from xero_tui.core.http import start_tls_context
+
+    start_tls_context()
+    config, conn, grant = await in_thread(_grant_of, ctx, name)
+    tokens = await _refresh_if_needed(ctx, config, conn, grant, force)
+    return conn, tokens
+
+
+def _grant_of(ctx: Context, name: str) -> tuple[Config, Connection, Grant]:
+    """Blocking. The config, the connection and its grant, with the secret store opened."""
+    config = ctx.load()
+    conn = ctx.connection(name, config)
+    grant = config.grants.get(conn.grant_id)
+    if grant is None:
+        raise NeedsReconnect(
+            f"{ctx.paths.config_file} has no grant {conn.grant_id!r} for {name!r}; reconnect it.",
+            "missing_grant",
+        )
+    ctx.secrets_for(config)
+    return config, conn, grant
+
+
+def _stored_tokens(ctx: Context, conn: Connection) -> TokenSet:
+    tokens = ctx.secrets.get_tokens(conn.grant_id)
+    if tokens is None:
+        raise _tokens_missing(ctx, conn)
+    return tokens
+
+
+def _tokens_missing(ctx: Context, conn: Connection) -> StorageError:
+    return StorageError(
+        f"The tokens for {conn.name!r} are missing from {ctx.secrets.description}; "
+        f"reconnect it (xero-tui connect {conn.name!r} ... or r in the app)."
+    )
+
+
+async def _refresh_if_needed(
+    ctx: Context, config: Config, conn: Connection, grant: Grant, force: bool
+) -> TokenSet:
+    # Everything before the network in one worker thread: each hand-off to a thread and back
+    # costs context switches, which add up on a busy machine.
+    stored, locked = await in_thread(_lock_for_refresh, ctx, conn, grant, force)
+    if locked is None:
+        return stored
+    lock, secret = locked
+
+    async def renew() -> TokenSet:
+        try:
+            try:
+                fresh = await _refresh(ctx, conn, grant, stored, secret)
+            except NeedsReconnect:
+                await in_thread(mark, ctx, grant.grant_id, Status.NEEDS_RECONNECT)
+                raise
+            await in_thread(ctx.secrets.put_tokens, grant.grant_id, fresh)
+            return fresh
+        finally:
+            lock.release()
+
+    import asyncio
+
+    # Once the request is sent Xero may rotate the token: a caller that gives up (Esc on a
+    # test, a replaced worker) must not drop the new one, so refresh and store finish alone.
+    fresh = await asyncio.shield(asyncio.ensure_future(renew()))
+    stamp = now_utc()
+    if not _refresh_recorded(config, grant.grant_id, stamp):
+        await in_thread(mark, ctx, grant.grant_id, Status.OK, stamp)
+    return fresh
+
+
+def _lock_for_refresh(
+    ctx: Context, conn: Connection, grant: Grant, force: bool
+) -> tuple[TokenSet, tuple[FileLock, str | None] | None]:
+    """Blocking. The stored tokens, and the held grant lock (with the client secret) when they
+    have to be renewed; without a lock, the stored tokens are the answer."""
+    seen = _stored_tokens(ctx, conn)
+    if not force and seen.is_fresh():
+        return seen, None
+    lock = ctx.acquire_grant_lock(grant.grant_id, lambda: repr(conn.name))
+    try:
+        # Read again under the lock, with the secret the refresh needs in the same call.
+        client_id = grant.client_id if grant.kind.has_secret else None
+        current, secret = ctx.secrets.get_tokens_and_secret(grant.grant_id, client_id)
+        if current is None:
+            raise _tokens_missing(ctx, conn)
+        # Another process refreshed while we waited: its token is as good as ours would be.
+        rotated = current.access_token != seen.access_token
+        if current.is_fresh() and (rotated or not force):
+            lock.release()
+            return current, None
+        if grant.kind.has_secret and secret is None:
+            raise StorageError(
+                f"The client secret for {conn.name!r} is missing from "
+                f"{ctx.secrets.description}; save the connection again with its secret."
+            )
+    except BaseException:
+        lock.release()
+        raise
+    return current, (lock, secret)
+
+
+async def _refresh(
+    ctx: Context, conn: Connection, grant: Grant, current: TokenSet, secret: str | None
+) -> TokenSet:
+    async with ctx.client() as xero:
+        if grant.kind is Kind.CUSTOM:
+            assert secret is not None
+            return await xero.client_credentials(grant.client_id, secret, grant.scopes)
+        if current.refresh_token is None:
+            raise NeedsReconnect(
+                f"No refresh token is stored for {conn.name!r}; reconnect it.", "invalid_grant"
+            )
+        return await xero.refresh(grant.client_id, secret, current.refresh_token)
+
+
+def mark(ctx: Context, grant_id: str, status: Status, refreshed: datetime | None = None) -> None:
+    """Blocking. Record a refresh (or its failure) on the grant and every connection on it."""
+
+    def change(config: Config) -> None:
+        grant = config.grants.get(grant_id)
+        if grant is not None and refreshed is not None:
+            grant.last_refreshed = refreshed
+        for conn in config.connections.values():
+            if conn.grant_id == grant_id:
+                conn.status = status
+                if refreshed is not None:
+                    conn.last_refreshed = refreshed
+
+    try:
+        ctx.store.update(change)
+    except XeroTuiError:
+        # The tokens are already stored; a config that cannot be written only loses the date.
+        if status is Status.NEEDS_RECONNECT:
+            raise
+
+
+def mark_one(ctx: Context, name: str, status: Status) -> None:
+    """Blocking. Record what Xero said about one connection's organisation."""
+
+    def change(config: Config) -> None:
+        if name in config.connections:
+            config.connections[name].status = status
+
+    ctx.store.update(change)
+
+
+def _refresh_recorded(config: Config, grant_id: str, stamp: datetime) -> bool:
+    """Whether `config` already says what a refresh at `stamp` would record for the grant: every
+    connection on it OK, and each refresh time within REFRESH_RECORD_STEP of `stamp`.
+
+    `config` was read before the refresh. A status another process set since then (an
+    organisation found disconnected) is not one a refresh could clear.
+    """
+    grant = config.grants.get(grant_id)
+    moments = [grant.last_refreshed if grant is not None else None]
+    for conn in config.connections.values():
+        if conn.grant_id == grant_id:
+            if conn.status is not Status.OK:
+                return False
+            moments.append(conn.last_refreshed)
+    return all(m is not None and abs(stamp - m) < REFRESH_RECORD_STEP for m in moments)
