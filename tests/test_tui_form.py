@@ -342,3 +342,85 @@ async def test_typing_a_name_reads_no_config_on_the_ui_thread() -> None:
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "'Delta' already exists" in screen_text(app))
         await app.workers.wait_for_complete()
+
+
+async def test_a_hang_up_after_a_checked_token_is_offered_at_the_next_start_and_saved(
+    emulator: Emulator,
+) -> None:
+    """The terminal closes (SIGHUP, as when an SSH session ends) with the picker open after a
+    pasted token was checked: Xero has rotated it, and the next start finishes the sign-in."""
+    import os
+    import signal
+
+    from xero_tui.screens.confirm import PendingScreen
+
+    token = await token_from_another_tool(emulator)
+    client_id = emulator.web_client.client_id
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form_with_app(app, pilot, emulator)
+        await check_pasted_token(app, pilot, screen, token)
+        rotated = emulator.current_refresh_token(client_id)
+        assert rotated and rotated != token
+        # The app's own handler, as the terminal would trigger it.
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGHUP)
+        await wait_for(pilot, lambda: not app.is_running)
+
+    service = Service()
+    assert [p.name for p in service.load().pending.values()] == ["Pasted"]
+    refreshes = emulator.stats.refreshes
+    app = XeroTuiApp(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PendingScreen))
+        await wait_for(pilot, lambda: "'Pasted' was not finished" in screen_text(app))
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        await pilot.pause()
+        await pilot.press("space", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen) and form(app).chosen)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await app.workers.wait_for_complete()
+    [saved] = [c for c in service.connections() if c.name == "Pasted"]
+    stored = service.secrets.get_tokens(saved.grant_id)
+    assert stored is not None and stored.refresh_token == rotated
+    assert not service.load().pending
+    # Finished with the kept token: Xero was not asked to rotate it again.
+    assert emulator.stats.refreshes == refreshes
+
+
+async def test_home_names_an_unfinished_sign_in_and_discards_it_at_xero(
+    emulator: Emulator,
+) -> None:
+    from tests.support.cli import register_redirect
+    from tests.support.session import sign_in
+    from xero_tui.core.consent import ConnectionDraft
+    from xero_tui.core.models import default_scopes
+    from xero_tui.screens.confirm import PendingScreen
+
+    client = emulator.web_client
+    draft = ConnectionDraft(
+        Kind.WEB,
+        client.client_id,
+        client.client_secret,
+        register_redirect(emulator, client.client_id),
+        default_scopes(Kind.WEB),
+    )
+    service = Service()
+    await sign_in(service, draft, "Half done")
+    app = XeroTuiApp(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, PendingScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        text = screen_text(app)
+        assert "Unfinished sign-in: 'Half done'" in text and "f Finish sign-in" in text
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, PendingScreen))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: "Discarded" in screen_text(app))
+        await app.workers.wait_for_complete()
+        assert "Unfinished sign-in" not in screen_text(app)
+    assert emulator.stats.revocations == 1
+    assert not service.load().pending

@@ -240,15 +240,17 @@ class XeroTuiApp(App[None]):
         screen = ChecklistScreen(kind, redirect_uri, scopes, self.checklist_ticks)
         self.push_screen(screen, on_close)
 
+    @work(thread=True, exclusive=True, group="paths", exit_on_error=False)
     def _show_paths(self) -> None:
         paths = self.service.paths
         try:
-            # From the settings alone: no keyring call on the UI thread.
+            # From the settings alone: a config read, and no keyring call.
             secrets = f"Secrets: {self.service.storage_summary()}"
             severity: Literal["information", "error"] = "information"
         except XeroTuiError as exc:
             secrets, severity = error_sentence(exc), "error"
-        self.notify(
+        self.call_from_thread(
+            self.notify,
             f"Config: {paths.config_file}\n{secrets}",
             title="Where things live",
             severity=severity,

@@ -11,17 +11,11 @@ from xero_tui.core.models import Connection
 from xero_tui.emulator.consent import answer_consent
 
 
-async def sign_in(
-    ctx: Context,
-    draft: ConnectionDraft,
-    name: str,
-    *,
-    tenant_ids: list[str] | None = None,
-    timeout: float = 30,
-) -> tuple[ConnectSession, ConsentOutcome]:
-    """Start a session, consent in the scripted browser (for `tenant_ids`, or the page's
-    default), and complete it: the tokens are kept as a pending sign-in, nothing is saved."""
-    session = ConnectSession.start(ctx, draft, name)
+async def consent_in(
+    session: ConnectSession, *, tenant_ids: list[str] | None = None, timeout: float = 30
+) -> ConsentOutcome:
+    """Consent in the scripted browser (for `tenant_ids`, or the page's default) and complete
+    it in `session`: the tokens are kept as a pending sign-in, nothing is saved."""
     attempt = await session.begin_consent(timeout=timeout, allow_launch=False, env={})
     # The scripted browser blocks until the held callback is answered, so it runs beside us.
     browser = asyncio.ensure_future(
@@ -33,7 +27,20 @@ async def sign_in(
     finally:
         await attempt.close()
     await asyncio.wait_for(browser, 20)
-    return session, outcome
+    return outcome
+
+
+async def sign_in(
+    ctx: Context,
+    draft: ConnectionDraft,
+    name: str,
+    *,
+    tenant_ids: list[str] | None = None,
+    timeout: float = 30,
+) -> tuple[ConnectSession, ConsentOutcome]:
+    """A new session for `name`, and `consent_in` it."""
+    session = ConnectSession.start(ctx, draft, name)
+    return session, await consent_in(session, tenant_ids=tenant_ids, timeout=timeout)
 
 
 async def connect_new(ctx: Context, draft: ConnectionDraft, name: str) -> Connection:

@@ -214,14 +214,17 @@ class ConnectSession:
 
     @classmethod
     def resume(cls, ctx: Context, pending: PendingSignIn) -> ConnectSession:
-        """Blocking. Take up an unfinished sign-in: its tokens are in the secret store."""
+        """Blocking. Take up an unfinished sign-in: its tokens, and its app's secret, are in the
+        secret store."""
         config = ctx.load()
         renewing = {
             n: config.connections[n].tenant_id for n in pending.renewing if n in config.connections
         }
-        return cls(
-            ctx, clone_draft(pending, None), pending.name, renewing=renewing, pending=pending
-        )
+        secret = None
+        if pending.kind.has_secret:
+            secret = ctx.secrets_for(config).get_client_secret(pending.client_id)
+        draft = clone_draft(pending, secret)
+        return cls(ctx, draft, pending.name, renewing=renewing, pending=pending)
 
     def set_aside(self) -> None:
         """The app's details changed: the organisations listed no longer apply. What Xero

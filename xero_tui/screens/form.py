@@ -674,9 +674,10 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
         try:
             session = await asyncio.to_thread(self.service.resume_session, pending)
             self.session = session
-            if pending.kind.has_secret:
-                await self._fetch_secret(pending.client_id)
-            self._progress("Reading the organisations this sign-in reaches…")
+            secret = session.draft.client_secret
+            if secret:
+                self._loaded_secret = secret
+                self._set_value("client-secret", secret)
             await session.organisations()
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
@@ -861,7 +862,10 @@ class FormScreen(Messages, Screen[list[Connection] | None]):
             return
         self._progress("Storing the new client secret…")
         try:
-            await asyncio.to_thread(self.service.secrets.put_client_secret, conn.client_id, secret)
+            # `secrets` reads the config, so it is asked for in the thread too.
+            await asyncio.to_thread(
+                lambda: self.service.secrets.put_client_secret(conn.client_id, secret)
+            )
         except XeroTuiError as exc:
             self._say(error_sentence(exc), error=True)
             return
