@@ -47,7 +47,11 @@ EXIT_CODES = """exit codes:
   4  network or Xero unavailable (timeouts, 5xx, rate limits)
   5  storage unavailable (keyring locked or missing, config unreadable or unwritable)
   6  Xero refused the request or the consent did not complete (cancelled, bad client, bad scope)
+  129, 143  connect stopped by a hang-up (SIGHUP) or SIGTERM
   130  interrupted (Ctrl-C)
+
+An interrupted connect keeps what Xero issued: `xero-tui connect NAME` again finishes it without
+a new sign-in, and `xero-tui remove NAME` discards it.
 """
 
 

@@ -390,6 +390,7 @@ def _consent_ours(
     from textual.widgets import Input
 
     from xero_tui.app import XeroTuiApp
+    from xero_tui.core.connect import forget_pending
     from xero_tui.core.service import Service
     from xero_tui.emulator.consent import answer_consent
     from xero_tui.screens.consent import ConsentScreen
@@ -443,6 +444,10 @@ def _consent_ours(
             # The form's sign-in worker waits for the picker's answer.
             await pilot.press("escape")
             await app.workers.wait_for_complete()
+        # The sign-in was kept as unfinished; the next round starts without it.
+        service = Service()
+        for grant_id in list(service.load().pending):
+            forget_pending(service, grant_id)
         return at - start
 
     return asyncio.run(go())
