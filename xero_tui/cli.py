@@ -47,6 +47,8 @@ EXIT_CODES = """exit codes:
   4  network or Xero unavailable (timeouts, 5xx, rate limits)
   5  storage unavailable (keyring locked or missing, config unreadable or unwritable)
   6  Xero refused the request or the consent did not complete (cancelled, bad client, bad scope)
+  8  a refresh token Xero replaced could not be stored: the stored one works for 30 more
+     minutes; fix the storage and run the command again before the time it names
   129, 143  connect stopped by a hang-up (SIGHUP) or SIGTERM
   130  interrupted (Ctrl-C)
 

@@ -16,7 +16,7 @@ from xero_tui.core.endpoints import Endpoints
 from xero_tui.core.errors import NotFound, StorageError
 from xero_tui.core.fsutil import ensure_private_dir
 from xero_tui.core.locks import FileLock, LockTimeout
-from xero_tui.core.models import Connection
+from xero_tui.core.models import Connection, TokenSet
 from xero_tui.core.paths import Paths
 from xero_tui.core.secrets import SecretStore, StorageKind, open_store, storage_kind
 
@@ -69,6 +69,9 @@ class Context:
         self._secrets = secrets
         self._secrets_given = secrets is not None
         self._client_factory = client_factory
+        # Rotated tokens whose store failed, by grant: (the stored set they replace, the new).
+        # The next refresh of the grant in this process stores them first.
+        self.unstored: dict[str, tuple[TokenSet, TokenSet]] = {}
 
     def load(self) -> Config:
         return self.store.load()

@@ -11,6 +11,7 @@ EXIT_NEEDS_RECONNECT = 3
 EXIT_UNAVAILABLE = 4
 EXIT_STORAGE = 5
 EXIT_REFUSED = 6
+EXIT_NOT_STORED = 8
 
 _CONTROL = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]"
@@ -55,6 +56,13 @@ class StorageError(XeroTuiError):
     """The keyring or the secrets file cannot be used."""
 
     exit_code = EXIT_STORAGE
+
+
+class TokenNotStored(StorageError):
+    """Xero rotated a refresh token and the new one could not be stored: the stored one works
+    for Xero's 30-minute grace, and the write has to succeed before that ends."""
+
+    exit_code = EXIT_NOT_STORED
 
 
 class ConfigError(XeroTuiError):

@@ -83,7 +83,11 @@ async def removal(
 
 
 def _forget(ctx: Context, conn: Connection) -> None:
-    """Blocking. Drop the connection, then the secrets nothing saved uses any more."""
+    """Blocking. Drop the connection, then the secrets nothing saved uses any more.
+
+    Under the grant's refresh lock: a refresh finishing meanwhile would store its rotated token
+    after the delete, leaving a live refresh token that nothing refers to.
+    """
     orphans: list[str] = []
 
     def change(cfg: Config) -> Config:
@@ -91,10 +95,11 @@ def _forget(ctx: Context, conn: Connection) -> None:
         orphans.extend(drop_unused_grants(cfg))
         return cfg
 
-    remaining = ctx.store.update(change)
-    secrets = ctx.secrets_for(remaining)
-    for grant_id in orphans:
-        secrets.delete_tokens(grant_id)
+    with ctx.grant_locks([conn.grant_id], ctx.load()):
+        remaining = ctx.store.update(change)
+        secrets = ctx.secrets_for(remaining)
+        for grant_id in orphans:
+            secrets.delete_tokens(grant_id)
     if not app_in_use(remaining, conn.client_id):
         secrets.delete_client_secret(conn.client_id)
 

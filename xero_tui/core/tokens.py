@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from xero_tui.core.config import Config
 from xero_tui.core.context import Context, in_thread, now_utc
-from xero_tui.core.errors import NeedsReconnect, StorageError, XeroTuiError
+from xero_tui.core.errors import (
+    NeedsReconnect,
+    StorageError,
+    TokenNotStored,
+    XeroTuiError,
+    clean_text,
+)
 from xero_tui.core.models import Connection, Grant, Kind, Status, TokenSet
 
 if TYPE_CHECKING:
@@ -24,6 +30,9 @@ if TYPE_CHECKING:
 # need not rewrite it each time. The recorded time is what `status` measures the refresh token's
 # age from (in tenths of a day, against Xero's 60 days); it may lag by less than this, never lead.
 REFRESH_RECORD_STEP = timedelta(hours=1)
+# Waits before each retry of storing a rotated token, and how long Xero still takes the old one.
+STORE_RETRY_WAITS = (0.2, 0.5, 1.0)
+XERO_GRACE = timedelta(minutes=30)
 
 
 def cached_token(ctx: Context, name: str) -> tuple[Connection, TokenSet] | None:
@@ -100,7 +109,7 @@ async def _refresh_if_needed(
             except NeedsReconnect:
                 await in_thread(mark, ctx, grant.grant_id, Status.NEEDS_RECONNECT)
                 raise
-            await in_thread(ctx.secrets.put_tokens, grant.grant_id, fresh)
+            await _store_rotated(ctx, conn, grant.grant_id, stored, fresh)
             return fresh
         finally:
             lock.release()
@@ -122,7 +131,7 @@ def _lock_for_refresh(
     """Blocking. The stored tokens, and the held grant lock (with the client secret) when they
     have to be renewed; without a lock, the stored tokens are the answer."""
     seen = _stored_tokens(ctx, conn)
-    if not force and seen.is_fresh():
+    if not force and seen.is_fresh() and grant.grant_id not in ctx.unstored:
         return seen, None
     lock = ctx.acquire_grant_lock(grant.grant_id, lambda: repr(conn.name))
     try:
@@ -131,6 +140,7 @@ def _lock_for_refresh(
         current, secret = ctx.secrets.get_tokens_and_secret(grant.grant_id, client_id)
         if current is None:
             raise _tokens_missing(ctx, conn)
+        current = _store_unstored(ctx, grant.grant_id, current)
         # Another process refreshed while we waited: its token is as good as ours would be.
         rotated = current.access_token != seen.access_token
         if current.is_fresh() and (rotated or not force):
@@ -145,6 +155,54 @@ def _lock_for_refresh(
         lock.release()
         raise
     return current, (lock, secret)
+
+
+async def _store_rotated(
+    ctx: Context, conn: Connection, grant_id: str, replaced: TokenSet, fresh: TokenSet
+) -> None:
+    """Store what a refresh rotated in, retrying a failing store (a full disk, a busy keyring).
+
+    Xero has already replaced the token, but still accepts the stored one for 30 minutes. So a
+    store that keeps failing leaves the new token in memory, for the next refresh in this
+    process to store first, and says by when a write has to succeed.
+    """
+    import asyncio
+
+    problem: StorageError | None = None
+    for wait in (0.0, *STORE_RETRY_WAITS):
+        await asyncio.sleep(wait)
+        try:
+            await in_thread(ctx.secrets.put_tokens, grant_id, fresh)
+        except StorageError as exc:
+            problem = exc
+            continue
+        ctx.unstored.pop(grant_id, None)
+        return
+    assert problem is not None
+    ctx.unstored[grant_id] = (replaced, fresh)
+    until = (now_utc() + XERO_GRACE).astimezone().strftime("%H:%M")
+    reason = clean_text(str(problem), 300).rstrip(".")
+    raise TokenNotStored(
+        f"Xero replaced the refresh token of {conn.name!r}, but it could not be stored "
+        f"({reason}). The stored one keeps working until about {until} (Xero's 30-minute "
+        f"grace): fix the storage, then run `xero-tui token {conn.name}` before then."
+    )
+
+
+def _store_unstored(ctx: Context, grant_id: str, current: TokenSet) -> TokenSet:
+    """Blocking, under the grant lock. A rotated token this process could not store, stored
+    now, if the store still holds the one it replaced; else the store's own."""
+    held = ctx.unstored.get(grant_id)
+    if held is None:
+        return current
+    replaced, fresh = held
+    if current != replaced:
+        # Another process has refreshed since (with the old token, within Xero's grace).
+        ctx.unstored.pop(grant_id, None)
+        return current
+    ctx.secrets.put_tokens(grant_id, fresh)
+    ctx.unstored.pop(grant_id, None)
+    return fresh
 
 
 async def _refresh(
