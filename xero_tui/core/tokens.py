@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 REFRESH_RECORD_STEP = timedelta(hours=1)
 # Waits before each retry of storing a rotated token, and how long Xero still takes the old one.
 STORE_RETRY_WAITS = (0.2, 0.5, 1.0)
+STORE_RETRY_BUDGET = 3.0
 XERO_GRACE = timedelta(minutes=30)
 
 
@@ -167,9 +168,14 @@ async def _store_rotated(
     process to store first, and says by when a write has to succeed.
     """
     import asyncio
+    import time
 
+    started = time.monotonic()
     problem: StorageError | None = None
     for wait in (0.0, *STORE_RETRY_WAITS):
+        if time.monotonic() + wait - started > STORE_RETRY_BUDGET:
+            # A store that hangs until its own timeout is not asked again and again.
+            break
         await asyncio.sleep(wait)
         try:
             await in_thread(ctx.secrets.put_tokens, grant_id, fresh)
