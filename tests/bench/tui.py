@@ -21,6 +21,7 @@ import resource  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 from urllib.parse import parse_qs, urlencode, urlsplit  # noqa: E402
 
@@ -317,6 +318,35 @@ def _browser_get(url: str) -> None:
             body += sock.recv(65536)
 
 
+def _keep_floor(token_answer: str, client_secret: str) -> None:
+    """The floor's write-ahead, the same work as the product's: the token set and the client
+    secret into the keyring, each read back, then a record in a config file, written whole and
+    synced with its folder."""
+    import keyring
+
+    for key, value in (("grant:bench", token_answer), ("client-secret:bench", client_secret)):
+        keyring.set_password("xero-tui-floor", key, value)
+        if keyring.get_password("xero-tui-floor", key) != value:
+            raise RuntimeError("the keyring did not keep the value")
+    folder = Path(os.environ["XERO_TUI_CONFIG_DIR"])
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = folder / "floor.toml"
+    before = config.read_text() if config.exists() else ""
+    temp = folder / ".floor.toml.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (before + '[pending.bench]\nname = "Bench"\n').encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, config)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def consent(side: str, count: int) -> dict[str, Any]:
     from xero_tui.emulator.consent import answer_consent
 
@@ -373,6 +403,8 @@ def consent(side: str, count: int) -> dict[str, Any]:
                     auth=(client_id, client_secret),
                 )
                 access = answer.json()["access_token"]
+                # What Xero issued is kept before anything else, as the product keeps it.
+                await asyncio.to_thread(_keep_floor, answer.text, client_secret)
                 listed = await client.get(
                     f"{base}/connections", headers={"Authorization": f"Bearer {access}"}
                 )
