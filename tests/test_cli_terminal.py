@@ -219,13 +219,17 @@ def test_a_failing_connections_call_keeps_the_sign_in_for_the_next_connect(
 ) -> None:
     emulator.inject("connections", "status", count=2, status=503)
     env = {**secret_env(emulator), "XERO_TUI_HTTP_RETRIES": "0"}
-    with Terminal(*connect_args(emulator, "acme", "--no-browser"), env=env) as t:
+    args = connect_args(emulator, "acme", "--no-browser")
+    with Terminal(*args, env=env) as t:
         answer_consent(sign_in_url(t), follow_redirect=True)
         assert t.wait(10) == 4, t.screen
         assert "xero-tui connect 'acme'" in t.screen
     listed = run_cli("list", env=env)
     assert "Unfinished sign-in 'acme'" in listed.err
-    again = run_cli("connect", "acme", env=env)
+    status = run_cli("status", "--offline", env=env)
+    assert "Unfinished sign-in 'acme'" in status.err
+    # The very same command again, as a script would run it.
+    again = run_cli(*args, env=env)
     assert again.code == 0, again.err
     assert "acme" in config(isolated_env)["connections"]  # type: ignore[operator]
     assert emulator.stats.authorizations == 1
