@@ -23,6 +23,7 @@ from xero_tui.core.browser import (
     launch,
     plan_launch,
     ssh_tunnel_command,
+    tunnel_note,
 )
 
 URL = (
@@ -303,6 +304,44 @@ def test_windows_uses_startfile(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_ssh_tunnel_command_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"SSH_CONNECTION": "10.0.0.5 52311 192.0.2.10 22", "USER": "ana"}
     assert ssh_tunnel_command(8719, env) == "ssh -L 8719:localhost:8719 ana@192.0.2.10"
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"SSH_CONNECTION": "10.0.0.5 52311 192.0.2.10 2222"},
+            "ssh -p 2222 -L 8719:localhost:8719 ana@192.0.2.10",
+        ),
+        # SSH_CLIENT alone names the server's port third.
+        ({"SSH_CLIENT": "10.0.0.5 52311 2222"}, "ssh -p 2222 -L 8719:localhost:8719 ana@box"),
+        ({"SSH_CLIENT": "10.0.0.5 52311 22"}, "ssh -L 8719:localhost:8719 ana@box"),
+        # A port that is not one is left out rather than guessed.
+        (
+            {"SSH_CONNECTION": "10.0.0.5 52311 192.0.2.10 ²²"},
+            "ssh -L 8719:localhost:8719 ana@192.0.2.10",
+        ),
+        (
+            {"SSH_CONNECTION": "10.0.0.5 52311 192.0.2.10 70000"},
+            "ssh -L 8719:localhost:8719 ana@192.0.2.10",
+        ),
+        (
+            {"SSH_CONNECTION": "10.0.0.5 52311 192.0.2.10"},
+            "ssh -L 8719:localhost:8719 ana@192.0.2.10",
+        ),
+    ],
+)
+def test_ssh_tunnel_command_goes_through_the_port_sshd_answered_on(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], line: str
+) -> None:
+    monkeypatch.setattr(browser.socket, "gethostname", lambda: "box")
+    assert ssh_tunnel_command(8719, {"USER": "ana", **env}) == line
+
+
+def test_tunnel_note_names_the_port_on_the_users_own_computer() -> None:
+    assert tunnel_note(8745) == (
+        "Port 8745 must be free on your own computer: the browser goes to exactly localhost:8745."
+    )
 
 
 @pytest.mark.parametrize(

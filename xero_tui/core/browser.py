@@ -185,7 +185,28 @@ def ssh_tunnel_command(port: int, env: Mapping[str, str] | None = None) -> str:
             user = None
     host = _ssh_server_address(env) or socket.gethostname()
     destination = f"{user}@{host}" if user else host
-    return f"ssh -L {port}:localhost:{port} {shlex.quote(clean_text(destination, 200))}"
+    ssh_port = _ssh_server_port(env)
+    # The user logged in with `ssh -p PORT`: the tunnel has to go through the same port.
+    option = f"-p {ssh_port} " if ssh_port not in (None, 22) else ""
+    return f"ssh {option}-L {port}:localhost:{port} {shlex.quote(clean_text(destination, 200))}"
+
+
+def tunnel_note(port: int) -> str:
+    """What the tunnel needs on the user's own computer, said next to the `ssh -L` line."""
+    return (
+        f"Port {port} must be free on your own computer: the browser goes to exactly "
+        f"localhost:{port}."
+    )
+
+
+def _ssh_server_port(env: Mapping[str, str]) -> int | None:
+    """The port sshd answered on: SSH_CONNECTION's fourth field, or SSH_CLIENT's third."""
+    for name, index in (("SSH_CONNECTION", 3), ("SSH_CLIENT", 2)):
+        fields = env.get(name, "").split()
+        text = fields[index] if len(fields) > index else ""
+        if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:
+            return int(text)
+    return None
 
 
 def _ssh_server_address(env: Mapping[str, str]) -> str | None:
