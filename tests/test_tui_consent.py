@@ -250,7 +250,7 @@ async def test_over_ssh_nothing_is_launched_and_the_ssh_line_is_exact(
     draft = web_draft(emulator)
     marker = tmp_path / "browser-ran"
     env = no_display_env(
-        SSH_CONNECTION="198.51.100.7 52100 203.0.113.10 22",
+        SSH_CONNECTION="198.51.100.7 52100 203.0.113.10 2222",
         USER="deploy",
         DISPLAY=":0",
         BROWSER=python_browser(f"open({str(marker)!r}, 'w').close()"),
@@ -261,9 +261,13 @@ async def test_over_ssh_nothing_is_launched_and_the_ssh_line_is_exact(
         attempt = screen.attempt
         assert attempt is not None and not attempt.launched
         port = attempt.port
-        expected = f"ssh -L {port}:localhost:{port} deploy@203.0.113.10"
+        expected = f"ssh -p 2222 -L {port}:localhost:{port} deploy@203.0.113.10"
         assert attempt.ssh_command == expected
         assert text_of(app, "#consent-ssh-line") == expected
+        assert text_of(app, "#consent-ssh-port") == (
+            f"Port {port} must be free on your own computer: the browser goes to exactly "
+            f"localhost:{port}."
+        )
         assert text_of(app, "#consent-browser") == SSH_SESSION
         assert screen.query_one("#consent-paste").display
         # Copy keys put the exact values on the clipboard (OSC 52 in a real terminal).
@@ -616,7 +620,7 @@ FROZEN_URL = (
     + "&state=snapshot-state-not-random-0123456789abcdefg"
     "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
 )
-FROZEN_SSH = "ssh -L 8719:localhost:8719 deploy@203.0.113.10"
+FROZEN_SSH = "ssh -p 2222 -L 8719:localhost:8719 deploy@203.0.113.10"
 
 
 class FrozenAttempt:
@@ -628,6 +632,7 @@ class FrozenAttempt:
     browser_note = SSH_SESSION
     launched = False
     ssh_command: str | None = FROZEN_SSH
+    tunnel_note = browser.tunnel_note(8719)
 
     def __init__(self, failure: Exception | None = None) -> None:
         self.failure = failure
@@ -643,6 +648,8 @@ class FrozenAttempt:
         raise ConsentCancelled("Cancelled; no connection was made.")
 
     def submit_pasted_url(self, url: str) -> None:
+        if "state=" not in url:
+            raise CallbackError("That URL has no state, so it cannot be matched to this sign-in.")
         raise CallbackError("That URL belongs to another attempt (state does not match).")
 
     def cancel(self) -> None:
@@ -722,6 +729,22 @@ def settle_in(phase: str) -> Callable[[Pilot[None]], Awaitable[None]]:
 @pytest.mark.parametrize("size", [(80, 24), (120, 36)])
 def test_snapshot_waiting_over_ssh(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(frozen_app(), terminal_size=size, run_before=settle_in("waiting"))
+
+
+def test_snapshot_paste_error_is_in_view_at_80x24(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle_in("waiting")(pilot)
+        await pilot.press("p")
+        for key in f"{FROZEN_REDIRECT}?code=abc":
+            await pilot.press(key)
+        await pilot.press("enter")
+        await pilot.pause()
+        error = pilot.app.screen.query_one("#consent-paste-error", Static)
+        # In the picture, and not only in the widget tree below the fold.
+        assert error.display and error.region.height > 0
+        assert pilot.app.screen.query_one("#consent-dialog").region.contains_region(error.region)
+
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=run_before)
 
 
 def test_snapshot_keyring_choices(snap_compare: Any) -> None:

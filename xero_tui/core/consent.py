@@ -73,6 +73,15 @@ class ConsentAttempt:
         return self.listener.port
 
     @property
+    def tunnel_note(self) -> str | None:
+        """Said with the `ssh -L` line: what the tunnel needs on the user's own computer."""
+        if self.ssh_command is None:
+            return None
+        from xero_tui.core.browser import tunnel_note
+
+        return tunnel_note(self.port)
+
+    @property
     def browser_note(self) -> str:
         """Whether a browser was opened, and if not, why not."""
         if self.launch_tried and not self.launched:

@@ -138,13 +138,16 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                     with Vertical(id="consent-ssh"):
                         yield Static(id="consent-ssh-step", classes="step", markup=False)
                         yield Static(id="consent-ssh-line", markup=False)
+                        yield Static(id="consent-ssh-port", markup=False)
                     yield Static(id="consent-url-step", classes="step", markup=False)
                     yield Static(id="consent-url")
                     with Vertical(id="consent-paste"):
                         yield Static(id="consent-paste-step", classes="step", markup=False)
+                        # Compact: at 80x24 the field and its error fit below the long URL.
                         yield Input(
                             id="consent-paste-input",
                             placeholder=f"{self.draft.redirect_uri}?code=…&state=…",
+                            compact=True,
                         )
                         yield Static(id="consent-paste-error", markup=False)
         yield Footer()
@@ -319,10 +322,11 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         self.query_one("#consent-ssh").display = ssh is not None
         if ssh is not None:
             self.query_one("#consent-ssh-step", Static).update(
-                f"{next(steps)}. On your own computer, run this so the browser's redirect reaches "
-                "this machine (s copies it):"
+                f"{next(steps)}. On your own computer, run this to tunnel the redirect here "
+                "(s copies it):"
             )
             self.query_one("#consent-ssh-line", Static).update(ssh)
+            self.query_one("#consent-ssh-port", Static).update(attempt.tunnel_note or "")
         url_step = self.query_one("#consent-url-step", Static)
         if attempt.launched:
             url_step.update(
@@ -336,9 +340,9 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             )
         self.query_one("#consent-url", Static).update(link_content(attempt.url))
         self.query_one("#consent-paste").display = not attempt.launched
+        # The field's placeholder shows how the address starts.
         self.query_one("#consent-paste-step", Static).update(
-            f"{next(steps)}. If the browser then cannot load the page, paste its address here "
-            f"(it starts with {self.draft.redirect_uri}; p goes to the field):"
+            f"{next(steps)}. If the browser then cannot load the page, paste its address here (p):"
         )
         self.query_one("#consent-paste-input", Input).value = ""
         self._paste_error("")
@@ -379,6 +383,9 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         error = self.query_one("#consent-paste-error", Static)
         error.update(sentence)
         error.display = bool(sentence)
+        if sentence:
+            # On a short terminal the URL above can push it out of view.
+            self.call_after_refresh(error.scroll_visible, animate=False)
 
     def on_paste(self, event: events.Paste) -> None:
         # A paste anywhere on the screen is meant for the field: there is nothing else to paste.
