@@ -338,6 +338,15 @@ def test_ssh_tunnel_command_goes_through_the_port_sshd_answered_on(
     assert ssh_tunnel_command(8719, {"USER": "ana", **env}) == line
 
 
+def test_ssh_tunnel_command_can_forward_more_ports() -> None:
+    env = {"SSH_CONNECTION": "10.0.0.5 52311 192.0.2.10 2222", "USER": "ana"}
+    assert ssh_tunnel_command(8719, env, also=(41234,)) == (
+        "ssh -p 2222 -L 8719:localhost:8719 -L 41234:127.0.0.1:41234 ana@192.0.2.10"
+    )
+    with pytest.raises(ValueError):
+        ssh_tunnel_command(8719, env, also=(0,))
+
+
 def test_tunnel_note_names_the_port_on_the_users_own_computer() -> None:
     assert tunnel_note(8745) == (
         "Port 8745 must be free on your own computer: the browser goes to exactly localhost:8745."

@@ -67,6 +67,13 @@ class DemoContext:
         return secret
 
     @property
+    def sign_in_port(self) -> int:
+        """The emulator's port on this machine's loopback: the browser signs in there."""
+        port = urlsplit(self.emulator.url).port
+        assert port is not None
+        return port
+
+    @property
     def config_path(self) -> Path:
         return Path(self.config_dir.name)
 

@@ -8,6 +8,7 @@ the sign-in then finishes through that field.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from xero_tui.emulator.consent import answer_consent
 
 pytestmark = pytest.mark.real
 
-SSH_CONNECTION = "198.51.100.4 50022 203.0.113.7 22"
+# sshd on a port other than 22, as `ssh -p 2222` reached it: the tunnel line must say so.
+SSH_CONNECTION = "198.51.100.4 50022 203.0.113.7 2222"
 # The demo's emulator is seeded, so its organisations are known before it starts.
 FIRST_ORG = Emulator(tenants=DEMO_TENANTS).tenants[0].name
 
@@ -135,22 +137,28 @@ def test_demo_over_ssh_starts_no_browser_and_takes_the_pasted_url(
     home_to_form(tmux)
 
     tmux.keys("C-g")
-    tmux.wait_for(
+    consent = tmux.wait_for(
         "Sign in to Xero",
         "Not opening a browser: this is an SSH session.",
-        "ssh -L 8719:localhost:8719 ana@203.0.113.7",
+        "ssh -p 2222 -L 8719:localhost:8719 -L ",
+        "Port 8719 must be free on your own computer",
+        "a approves in the demo.",
         "Waiting for Xero",
         "s Copy ssh line",
     )
 
     # The clipboard (OSC 52, through tmux) holds exactly the lines the user needs.
-    tmux.keys("s")
-    tmux.wait_for("Copied the ssh command.")
-    assert tmux.clipboard() == "ssh -L 8719:localhost:8719 ana@203.0.113.7"
     tmux.keys("c")
     tmux.wait_for("Copied the sign-in address.")
     url = tmux.clipboard()
-    assert url.startswith("http://127.0.0.1:") and "/identity/connect/authorize?" in url
+    page = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/identity/connect/authorize\?.+", url)
+    assert page is not None, url
+    # The demo's sign-in page is on this machine too: the line tunnels its port as well.
+    line = f"ssh -p 2222 -L 8719:localhost:8719 -L {page[1]}:127.0.0.1:{page[1]} ana@203.0.113.7"
+    assert line in consent
+    tmux.keys("s")
+    tmux.wait_for("Copied the ssh command.")
+    assert tmux.clipboard() == line
 
     # The browser on the user's own computer ends on a page that cannot load (no tunnel); the
     # user copies its address into the paste field.

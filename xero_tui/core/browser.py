@@ -172,9 +172,15 @@ def _spawn(command: Sequence[str]) -> bool:
     return True
 
 
-def ssh_tunnel_command(port: int, env: Mapping[str, str] | None = None) -> str:
-    """The line to run on the user's own computer so the browser's redirect reaches this one."""
-    if not 1 <= port <= 65535:
+def ssh_tunnel_command(
+    port: int, env: Mapping[str, str] | None = None, *, also: Sequence[int] = ()
+) -> str:
+    """The line to run on the user's own computer so the browser's redirect reaches this one.
+
+    `also` are more ports of this machine's loopback for the browser to reach (the demo's
+    emulator, which serves the sign-in page itself).
+    """
+    if not all(1 <= p <= 65535 for p in (port, *also)):
         raise ValueError("port must be from 1 to 65535")
     env = os.environ if env is None else env
     user = env.get("USER") or env.get("LOGNAME")
@@ -188,7 +194,9 @@ def ssh_tunnel_command(port: int, env: Mapping[str, str] | None = None) -> str:
     ssh_port = _ssh_server_port(env)
     # The user logged in with `ssh -p PORT`: the tunnel has to go through the same port.
     option = f"-p {ssh_port} " if ssh_port not in (None, 22) else ""
-    return f"ssh {option}-L {port}:localhost:{port} {shlex.quote(clean_text(destination, 200))}"
+    # The emulator listens on 127.0.0.1 only, and `localhost` may resolve to ::1 first.
+    forwards = " ".join([f"-L {port}:localhost:{port}", *(f"-L {p}:127.0.0.1:{p}" for p in also)])
+    return f"ssh {option}{forwards} {shlex.quote(clean_text(destination, 200))}"
 
 
 def tunnel_note(port: int) -> str:

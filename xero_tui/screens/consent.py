@@ -23,6 +23,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static
 
+from xero_tui.core.browser import ssh_tunnel_command
 from xero_tui.core.consent import ConsentOutcome
 from xero_tui.core.errors import (
     CallbackError,
@@ -108,6 +109,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         self.clock = clock
         self.timeout = timeout
         self.attempt: ConsentAttempt | None = None
+        # The `ssh -L` line as shown (the demo's forwards its emulator's port too).
+        self._ssh_line: str | None = None
         self._storage_ok = False
         self._deadline = 0.0
         self._started = 0.0
@@ -318,15 +321,24 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
         browser.update(attempt.browser_note)
         browser.set_class(attempt.launched, "-launched")
         steps = iter(range(1, 4))
-        ssh = attempt.ssh_command
+        ssh = self._ssh_line = attempt.ssh_command
+        note = attempt.tunnel_note or ""
         self.query_one("#consent-ssh").display = ssh is not None
         if ssh is not None:
+            what = "the redirect"
+            if self.demo is not None:
+                # The demo's sign-in page is this machine's emulator: the browser on the user's
+                # own computer needs a tunnel to it as well, unless `a` answers it from here.
+                page = self.demo.sign_in_port
+                ssh = self._ssh_line = ssh_tunnel_command(attempt.port, self.env, also=(page,))
+                what = "the redirect and the demo's sign-in page"
+                note += " Or skip the tunnel: a approves in the demo."
             self.query_one("#consent-ssh-step", Static).update(
-                f"{next(steps)}. On your own computer, run this to tunnel the redirect here "
+                f"{next(steps)}. On your own computer, run this to tunnel {what} here "
                 "(s copies it):"
             )
             self.query_one("#consent-ssh-line", Static).update(ssh)
-            self.query_one("#consent-ssh-port", Static).update(attempt.tunnel_note or "")
+            self.query_one("#consent-ssh-port", Static).update(note)
         url_step = self.query_one("#consent-url-step", Static)
         if attempt.launched:
             url_step.update(
@@ -427,8 +439,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             self.notify("Copied the sign-in address.", timeout=3)
 
     def action_copy_ssh(self) -> None:
-        if self.attempt is not None and self.attempt.ssh_command:
-            self.app.copy_to_clipboard(self.attempt.ssh_command)
+        if self.attempt is not None and self._ssh_line:
+            self.app.copy_to_clipboard(self._ssh_line)
             self.notify("Copied the ssh command.", timeout=3)
 
     def action_focus_paste(self) -> None:
