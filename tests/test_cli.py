@@ -440,6 +440,41 @@ def test_empty_store_is_friendly(args: list[str]) -> None:
     assert "No connections saved yet" in result.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "insecure"),
+    [
+        (["list"], False),
+        (["--insecure-storage", "list"], True),
+        (["list", "--insecure-storage"], True),
+        (["token", "acme", "--insecure-storage", "--env"], True),
+        (["connect", "acme", "--insecure-storage", "--client-id", "A" * 32], True),
+        (["--insecure-storage", "status", "--offline"], True),
+        (["remove", "acme", "--insecure-storage"], True),
+        ([], False),
+        (["--insecure-storage"], True),
+    ],
+)
+def test_insecure_storage_is_taken_before_or_after_the_command(
+    argv: list[str], insecure: bool
+) -> None:
+    from xero_tui.cli import build_parser
+
+    assert build_parser().parse_args(argv).insecure_storage is insecure
+
+
+def test_insecure_storage_after_the_command_reaches_the_command() -> None:
+    result = run_cli("status", "--offline", "--insecure-storage")
+    assert result.code == 0, result.err
+    assert "Secrets are stored in: plain file" in result.err
+
+
+def test_demo_after_a_command_says_where_it_goes() -> None:
+    result = run_cli("list", "--demo")
+    assert result.code == 2
+    assert "unrecognized arguments: --demo" in result.err
+    assert "give no command" in result.err
+
+
 @pytest.mark.parametrize("args", [["--tenants", "0"], ["--port", "70000"], ["--tenants", "x"]])
 def test_emulator_arguments_are_checked(args: list[str]) -> None:
     result = run_cli("emulator", *args)

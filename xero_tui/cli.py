@@ -60,6 +60,8 @@ a new sign-in, and `xero-tui remove NAME` discards it.
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
+        if message.startswith("unrecognized arguments") and "--demo" in message.split():
+            message += " (--demo starts the app against the built-in emulator: give no command)"
         self.exit(EXIT_USAGE, f"xero-tui: {message}\n")
 
 
@@ -76,15 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the app against a built-in Xero emulator with a throwaway config",
     )
-    parser.add_argument(
-        "--insecure-storage",
-        action="store_true",
-        help="keep secrets in a 0600 secrets.toml beside the config instead of the keyring",
+    insecure_help = "keep secrets in a 0600 secrets.toml beside the config instead of the keyring"
+    parser.add_argument("--insecure-storage", action="store_true", help=insecure_help)
+    # The same flag after the command: left unset there unless given, so the one before it holds.
+    storage = argparse.ArgumentParser(add_help=False)
+    storage.add_argument(
+        "--insecure-storage", action="store_true", default=argparse.SUPPRESS, help=insecure_help
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     connect = sub.add_parser(
         "connect",
+        parents=[storage],
         help="sign in to Xero and save a connection (or reconnect a saved one)",
         description=(
             "Sign in to Xero and save one connection per chosen organisation. The client secret "
@@ -120,10 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for consent (default 300)",
     )
 
-    listing = sub.add_parser("list", help="list saved connections")
+    listing = sub.add_parser("list", parents=[storage], help="list saved connections")
     listing.add_argument("--json", action="store_true")
 
-    token = sub.add_parser("token", help="print a valid access token (refreshed when needed)")
+    token = sub.add_parser(
+        "token", parents=[storage], help="print a valid access token (refreshed when needed)"
+    )
     token.add_argument("name")
     fmt = token.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
@@ -132,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--force-refresh", action="store_true")
 
-    status = sub.add_parser("status", help="health of saved connections")
+    status = sub.add_parser("status", parents=[storage], help="health of saved connections")
     status.add_argument("name", nargs="?")
     status.add_argument("--json", action="store_true")
     status.add_argument(
@@ -140,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     remove = sub.add_parser(
-        "remove", help="delete a saved connection, or discard an unfinished sign-in"
+        "remove",
+        parents=[storage],
+        help="delete a saved connection, or discard an unfinished sign-in",
     )
     remove.add_argument("name")
     remove.add_argument(
