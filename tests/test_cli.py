@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import sys
 import tomllib
@@ -498,6 +499,21 @@ def test_cancel_and_timeout_messages_name_no_tui_button(emulator: Emulator) -> N
     assert "Timed out after 0.5 seconds" in timed_out.err
     for result in (cancelled, timed_out):
         assert "Generate" not in result.err
+
+
+def test_a_taken_port_is_a_local_problem_not_xeros_refusal(emulator: Emulator) -> None:
+    client = emulator.web_client
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        redirect = f"http://localhost:{port}/callback"
+        emulator.register_client(client.client_id, client.client_secret, client.kind, (redirect,))
+        env = cli_env(XERO_CLIENT_SECRET=client.client_secret or "")
+        args = ("--client-id", client.client_id, "--redirect-uri", redirect, "--no-browser")
+        result = run_cli("connect", "acme", *args, env=env)
+    assert result.code == 7, result.err
+    assert f"Port {port} is in use, perhaps by another xero-tui sign-in" in result.err
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon"])

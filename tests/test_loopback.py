@@ -21,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.net import free_port
+from xero_tui.core import loopback
 from xero_tui.core.errors import (
+    EXIT_LOCAL,
     CallbackError,
     ConsentCancelled,
     ConsentTimeout,
@@ -33,6 +35,7 @@ from xero_tui.core.loopback import (
     CSP,
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE,
+    SIGN_IN_HEADER,
     BadRequest,
     CallbackListener,
     CallbackResult,
@@ -305,10 +308,48 @@ async def test_port_in_use_fails_fast_naming_port(occupant: str) -> None:
         assert time.monotonic() - began < 1.0
     assert info.value.port == port
     message = str(info.value)
-    assert f"Port {port} is in use" in message
+    assert f"Port {port} is in use, perhaps by another xero-tui sign-in" in message
+    assert "or by another program" in message
     assert "choose another redirect URI" in message and "Xero app" in message
+    assert info.value.seconds_left is None
+    # Not Xero's refusal: the CLI exits with the code for a local problem.
+    assert info.value.exit_code == EXIT_LOCAL
     # A failed start leaves nothing bound behind.
     assert can_bind_without_reuse(port)
+
+
+async def test_port_held_by_another_sign_in_says_so_and_when_it_gives_up(make: Make) -> None:
+    first = await make(timeout=250.0)
+    second = CallbackListener(f"http://localhost:{first.port}/callback", "other-state")
+    with pytest.raises(PortInUse) as info:
+        await second.start()
+    message = str(info.value)
+    assert f"Port {first.port} is in use by another xero-tui sign-in" in message
+    assert "which gives up in 4 min 1" in message
+    assert info.value.seconds_left is not None and 240 < info.value.seconds_left <= 250
+    assert info.value.exit_code == EXIT_LOCAL
+    # Asking did not disturb the first sign-in: its callback still completes it.
+    async with client() as http:
+        waiting = asyncio.ensure_future(first.wait())
+        response = asyncio.ensure_future(http.get(good(first)))
+        result = await waiting
+        await first.complete(True, "ok")
+        assert (await response).status_code == 200
+    assert result.code == CODE
+
+
+@pytest.mark.parametrize(
+    ("head", "left"),
+    [
+        (b"HTTP/1.1 404 Not Found\r\nX-Xero-Tui-Sign-In-Left: 42\r\n\r\n", 42.0),
+        (b"HTTP/1.1 404 Not Found\r\nx-xero-tui-sign-in-left:7\r\n\r\n", 7.0),
+        (b"HTTP/1.1 200 OK\r\nServer: other\r\n\r\n", None),
+        (b"HTTP/1.1 404 Not Found\r\nX-Xero-Tui-Sign-In-Left: soon\r\n\r\n", None),
+        (b"HTTP/1.1 404 Not Found\r\nX-Xero-Tui-Sign-In-Left: 99999999\r\n\r\n", None),
+    ],
+)
+def test_only_a_sign_ins_own_header_is_believed(head: bytes, left: float | None) -> None:
+    assert loopback._seconds_left(head) == left
 
 
 # --- Property 9: only GET on the exact path is a callback ---------------------------------------
@@ -583,7 +624,10 @@ EXPECTED_HEADERS = {
 
 def _check_page(resp: Response) -> None:
     names = {k for k, _ in resp.headers}
-    assert names - {"Allow"} == set(EXPECTED_HEADERS) | {"Content-Length"}
+    assert names - {"Allow", SIGN_IN_HEADER} == set(EXPECTED_HEADERS) | {"Content-Length"}
+    # The one extra a page may carry: seconds left to the sign-in, and nothing else.
+    left = resp.header(SIGN_IN_HEADER)
+    assert left is None or (left.isdigit() and int(left) <= 20)
     for name, value in EXPECTED_HEADERS.items():
         assert resp.header(name) == value
     assert resp.header("Location") is None

@@ -47,6 +47,7 @@ EXIT_CODES = """exit codes:
   4  network or Xero unavailable (timeouts, 5xx, rate limits)
   5  storage unavailable (keyring locked or missing, config unreadable or unwritable)
   6  Xero refused the request or the consent did not complete (cancelled, bad client, bad scope)
+  7  local problem (the callback port is taken or cannot be used on this machine)
   8  a refresh token Xero replaced could not be stored: the stored one works for 30 more
      minutes; fix the storage and run the command again before the time it names
   129, 143  connect stopped by a hang-up (SIGHUP) or SIGTERM
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     insecure_help = "keep secrets in a 0600 secrets.toml beside the config instead of the keyring"
     parser.add_argument("--insecure-storage", action="store_true", help=insecure_help)
     # The same flag after the command: left unset there unless given, so the one before it holds.
-    storage = argparse.ArgumentParser(add_help=False)
+    storage = _Parser(add_help=False)
     storage.add_argument(
         "--insecure-storage", action="store_true", default=argparse.SUPPRESS, help=insecure_help
     )

@@ -11,6 +11,7 @@ EXIT_NEEDS_RECONNECT = 3
 EXIT_UNAVAILABLE = 4
 EXIT_STORAGE = 5
 EXIT_REFUSED = 6
+EXIT_LOCAL = 7
 EXIT_NOT_STORED = 8
 
 _CONTROL = re.compile(
@@ -138,10 +139,19 @@ class CallbackError(XeroTuiError):
     exit_code = EXIT_REFUSED
 
 
-class PortInUse(CallbackError):
-    def __init__(self, message: str, port: int) -> None:
+class ListenError(CallbackError):
+    """This machine cannot listen for the callback: a local problem, not Xero's answer."""
+
+    exit_code = EXIT_LOCAL
+
+
+class PortInUse(ListenError):
+    """`seconds_left`: when the port is held by another xero-tui sign-in that said so."""
+
+    def __init__(self, message: str, port: int, seconds_left: float | None = None) -> None:
         super().__init__(message)
         self.port = port
+        self.seconds_left = seconds_left
 
 
 class ConsentTimeout(CallbackError):

@@ -27,6 +27,7 @@ from xero_tui.core.errors import (
     CallbackError,
     ConsentCancelled,
     ConsentTimeout,
+    ListenError,
     OAuthError,
     PortInUse,
     clean_text,
@@ -45,6 +46,11 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_LINES = 100
 MAX_QUERY_FIELDS = 100
 _DRAIN_LIMIT = 4 * 1024 * 1024
+# Every page a listener serves says how long its sign-in still waits, so that a second sign-in
+# finding the port taken can tell the user when the first one gives up.
+SIGN_IN_HEADER = "X-Xero-Tui-Sign-In-Left"
+# Asking the port's holder who it is must not hold up the error: a frozen one never answers.
+HOLDER_TIMEOUT = 0.5
 _READ_CHUNK = 16 * 1024
 
 # Listeners closing in the background, kept here until they are done.
@@ -301,6 +307,69 @@ def _bind_loopback(port: int) -> list[socket.socket]:
     return sockets
 
 
+def port_in_use(port: int, seconds_left: float | None) -> PortInUse:
+    """The error for a taken port, naming the likeliest holder: another xero-tui sign-in."""
+    fix = "choose another redirect URI (and register it in the Xero app)"
+    if seconds_left is not None:
+        return PortInUse(
+            f"Port {port} is in use by another xero-tui sign-in (another terminal, or a "
+            f"sign-in screen left open), which gives up in {_time_left(seconds_left)}. Finish "
+            f"or cancel that one, wait, or {fix}.",
+            port,
+            seconds_left,
+        )
+    return PortInUse(
+        f"Port {port} is in use, perhaps by another xero-tui sign-in (another terminal, or a "
+        f"sign-in screen left open or suspended; it gives up after {_duration(DEFAULT_TIMEOUT)} "
+        f"unless given longer) or by another program. Close it, wait, or {fix}.",
+        port,
+    )
+
+
+def _time_left(seconds: float) -> str:
+    whole = max(1, round(seconds))
+    if whole < 60:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+async def sign_in_left(port: int, timeout: float = HOLDER_TIMEOUT) -> float | None:
+    """How long the xero-tui sign-in holding `port` still waits; None if that is not known.
+
+    Asks the holder with one plain request: a listener of this module says it in a header of
+    its answer. Anything else (another program, a process that is stopped) gives None.
+    """
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    try:
+        async with asyncio.timeout(timeout):
+            for host in ("127.0.0.1", "::1"):
+                try:
+                    reader, writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    continue
+                try:
+                    writer.write(request)
+                    await writer.drain()
+                    head = await reader.readuntil(b"\r\n\r\n")
+                finally:
+                    writer.close()
+                return _seconds_left(head)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    return None
+
+
+def _seconds_left(head: bytes) -> float | None:
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == SIGN_IN_HEADER.lower():
+            text = value.strip()
+            if text.isascii() and text.isdigit() and int(text) <= 86_400:
+                return float(text)
+    return None
+
+
 def loopback_port_free(port: int) -> bool:
     """Whether a listener could bind `port` now, as `CallbackListener.start` binds it."""
     try:
@@ -389,7 +458,7 @@ class CallbackListener:
         try:
             self._sockets.extend(_bind_loopback(self.port))
         except OSError as exc:
-            raise self._bind_error(exc) from None
+            raise await self._bind_error(exc) from None
         try:
             for sock in self._sockets:
                 server = await asyncio.start_server(
@@ -406,20 +475,16 @@ class CallbackListener:
         self.deadline = time.monotonic() + self.timeout
         self._timer = loop.call_later(self.timeout, self._on_timeout)
 
-    def _bind_error(self, exc: OSError) -> CallbackError:
+    async def _bind_error(self, exc: OSError) -> CallbackError:
         if exc.errno == errno.EADDRINUSE or getattr(exc, "winerror", None) == 10048:
-            return PortInUse(
-                f"Port {self.port} is in use by another program; close it or choose another "
-                "redirect URI (and register it in the Xero app).",
-                self.port,
-            )
+            return port_in_use(self.port, await sign_in_left(self.port))
         if exc.errno in (errno.EACCES, errno.EPERM):
-            return CallbackError(
+            return ListenError(
                 f"Port {self.port} needs administrator rights on this system; choose a redirect "
                 "URI with a port from 1024 to 65535 (and register it in the Xero app)."
             )
         reason = clean_text(exc.strerror or str(exc), 200)
-        return CallbackError(f"Cannot listen on port {self.port} ({reason}).")
+        return ListenError(f"Cannot listen on port {self.port} ({reason}).")
 
     async def __aenter__(self) -> CallbackListener:
         await self.start()
@@ -772,8 +837,9 @@ class CallbackListener:
         extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         page = render_page(title, text, tone)
+        left = ((SIGN_IN_HEADER, str(round(self.remaining()))),) if self._listening else ()
         await self._send(
-            reader, conn, build_response(status, page, head_only=head_only, extra=extra)
+            reader, conn, build_response(status, page, head_only=head_only, extra=extra + left)
         )
 
     async def _send(self, reader: asyncio.StreamReader, conn: _Conn, response: bytes) -> None:
