@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from tests.support.keyring_faults import (
     RaisingKeyring,
 )
 from xero_tui.core.config import ConfigStore
-from xero_tui.core.errors import StorageError
+from xero_tui.core.errors import KeyringUnavailable, StorageError
 from xero_tui.core.locks import file_lock
 from xero_tui.core.models import Connection, Grant, Kind, TokenSet
 from xero_tui.core.paths import Paths
@@ -183,7 +184,7 @@ def test_probe_keyring_passes_on_working_backend_and_leaves_nothing(keyring_file
     ("backend", "words"),
     [
         (null.Keyring(), "null backend"),
-        (fail.Keyring(), "No keyring backend"),
+        (fail.Keyring(), "No keyring is available: no Secret Service runs here"),
         (LowPriorityKeyring(), "priority 0.5"),
         (EmptyChainer(), "No usable keyring backend"),
         (DroppingKeyring(), "did not keep a test value"),
@@ -196,6 +197,27 @@ def test_probe_keyring_rejects_unusable_backends(backend: object, words: str) ->
     assert not result.ok
     assert words in result.message
     assert 'secret_storage = "file"' in result.message
+    # What is wrong, alone, for a screen that lists its own ways on.
+    assert words in result.problem and "To go on" not in result.problem
+
+
+def test_no_keyring_at_all_is_said_in_plain_words() -> None:
+    store = KeyringStore(timeout=2.0, backend=fail.Keyring())
+    assert store.description == "keyring (none available)"
+    with pytest.raises(KeyringUnavailable) as caught:
+        store.get_many_tokens(["g1", "g2"])
+    message = str(caught.value)
+    assert (
+        caught.value.problem
+        == "No keyring is available: no Secret Service runs here (usual over SSH)."
+    )
+    assert message.startswith(caught.value.problem)
+    assert "gnome-keyring" in message and "--insecure-storage" in message
+    # keyring's own advice is for developers, not for someone on an SSH session.
+    for developer_words in ("NoKeyringError", "keyrings.alt", "recommended"):
+        assert developer_words not in message
+    # Within 80 columns it takes three lines at most.
+    assert len(textwrap.wrap(message, 78)) <= 3
 
 
 def test_read_back_mismatch_is_an_error_on_dropping_backend() -> None:

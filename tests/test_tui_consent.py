@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from keyring.backends import fail
 from textual import events
 from textual.app import App
 from textual.pilot import Pilot
@@ -26,7 +27,7 @@ from xero_tui.core.connect import ConnectSession
 from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
 from xero_tui.core.models import Kind, default_scopes
-from xero_tui.core.secrets import ProbeResult
+from xero_tui.core.secrets import ProbeResult, probe_keyring
 from xero_tui.core.service import Service
 from xero_tui.demo import DemoContext
 from xero_tui.emulator import Emulator
@@ -421,8 +422,10 @@ async def test_unusable_keyring_shows_the_choices_before_anything_else(
         choices = " ".join(
             str(part.render()) for part in app.screen.query("#consent-storage Static")
         )
-        assert "No keyring backend is available" in choices
-        assert "Unlock the keyring" in choices
+        assert "No keyring is available: no Secret Service runs here" in choices
+        # The choices below say the ways on; the problem above them does not repeat them.
+        assert "To go on" not in choices
+        assert "Start or unlock the keyring" in choices
         assert "mode 0600" in choices and str(service.paths.secrets_file) in choices
         assert "esc" in choices
         # Nothing was started: no URL, no listener.
@@ -459,7 +462,7 @@ async def test_switching_to_a_file_says_which_saved_connections_it_could_not_mov
         screen = await until_phase(pilot, "waiting")
         line = screen.query_one("#consent-moved", Static)
         said = text_of(app, "#consent-moved")
-        assert "Reconnect 'web'" in said and "No recommended backend" in said
+        assert "Reconnect 'web'" in said and "No keyring is available" in said
         assert "To go on" not in said
         # Seen beside the sign-in, whole, on an 80x24 terminal.
         assert line.display and line.region.height >= 1 and line.region.bottom <= 24
@@ -696,13 +699,7 @@ def frozen_app(probe_ok: bool = True, failure: Exception | None = None) -> Conse
     probe = (
         ProbeResult(True, "test keyring", "Secrets will be kept in the keyring.")
         if probe_ok
-        else ProbeResult(
-            False,
-            "SecretService Keyring",
-            "The keyring (SecretService Keyring) did not answer within 5 seconds (is it locked?). "
-            "To go on, unlock the keyring, install/start a Secret Service (gnome-keyring), or opt "
-            "in to a plain 0600 file.",
-        )
+        else probe_keyring(backend=fail.Keyring())
     )
     service = cast(Service, FrozenService())
     draft = ConnectionDraft(

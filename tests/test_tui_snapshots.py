@@ -28,6 +28,7 @@ from xero_tui.core.models import (
     Status,
     default_scopes,
 )
+from xero_tui.core.secrets import no_keyring
 from xero_tui.core.service import Service
 from xero_tui.screens import test_result
 
@@ -118,6 +119,26 @@ class FixedService(Service):
         return core_health.TestResult(self._fixed[name], org, NOW + 1800)
 
 
+class NoKeyringService(FixedService):
+    """No keyring at all, as on a server reached over SSH: the config reads, no secret does."""
+
+    @property
+    def secrets(self) -> FakeSecrets:  # type: ignore[override]
+        secrets = FakeSecrets()
+        secrets.description = "keyring (none available)"
+        return secrets
+
+    def health(
+        self, names: Iterable[str] | None = None, *, read_secrets: bool = True
+    ) -> list[Health]:
+        if read_secrets:
+            raise no_keyring()
+        return super().health(names, read_secrets=False)
+
+    async def test(self, name: str) -> core_service.TestResult:
+        raise no_keyring()
+
+
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "UTC")
@@ -169,6 +190,13 @@ def test_home_with_overridden_endpoints(snap_compare: Callable[..., bool]) -> No
     endpoints = Endpoints.single_host("https://xero-mock.example.com")
     app = app_with(sample_connections()[:2], endpoints=endpoints)
     assert snap_compare(app, terminal_size=(80, 24), run_before=navigate())
+
+
+@pytest.mark.parametrize("keys", [(), ("t",)], ids=["home", "test"])
+def test_no_keyring(snap_compare: Callable[..., bool], keys: tuple[str, ...]) -> None:
+    """What is wrong and both ways on, whole, at 80x24: on the home screen and in the test."""
+    app = XeroTuiApp(NoKeyringService(sample_connections()[:3]))  # type: ignore[arg-type]
+    assert snap_compare(app, terminal_size=(80, 24), run_before=navigate(*keys))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -160,7 +160,7 @@ def test_tui_on_a_locked_keyring_shows_the_choices_then_uses_the_file(
     # The probe gives up within its 5 s; the choices come before any sign-in URL.
     choices = tmux.wait_for(
         "The tokens cannot be kept yet",
-        "Unlock the keyring",
+        "Start or unlock the keyring",
         "plain file only you can read",
         "f Use a file",
         timeout=12,

@@ -66,6 +66,15 @@ class TokenNotStored(StorageError):
     exit_code = EXIT_NOT_STORED
 
 
+class KeyringUnavailable(StorageError):
+    """No keyring can be used at all (none installed or running): `problem` says so alone,
+    for a screen that offers its own ways on; the message adds the command line's."""
+
+    def __init__(self, problem: str, ways_on: str) -> None:
+        super().__init__(f"{problem} {ways_on}")
+        self.problem = problem
+
+
 class ConfigError(XeroTuiError):
     """The config file cannot be read or written; the message names the file (and line)."""
 

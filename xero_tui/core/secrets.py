@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from xero_tui.core.config import toml_key, toml_string
-from xero_tui.core.errors import ConfigError, StorageError, clean_text
+from xero_tui.core.errors import ConfigError, KeyringUnavailable, StorageError, clean_text
 from xero_tui.core.fsutil import (
     atomic_write,
     ensure_private_dir,
@@ -40,10 +40,13 @@ if TYPE_CHECKING:
 
 SERVICE = "xero-tui"
 DEFAULT_TIMEOUT = 5.0
+# The two ways on when the keyring cannot be used, as the command line offers them; each screen
+# says its own (a key to press) after the problem alone.
 CHOICES = (
-    "unlock the keyring, install/start a Secret Service (gnome-keyring), or opt in to a plain "
-    '0600 file with --insecure-storage / secret_storage = "file"'
+    "start or unlock a Secret Service (such as gnome-keyring), or keep secrets in a 0600 file: "
+    '--insecure-storage, or secret_storage = "file" in the config'
 )
+NO_KEYRING = "No keyring is available: no Secret Service runs here (usual over SSH)."
 _FILE_SCHEMA = 1
 T = TypeVar("T")
 StorageKind = Literal["keyring", "file"]
@@ -246,10 +249,23 @@ def run_with_timeout(fn: Callable[[], T], timeout: float, name: str = "xero-tui 
     return result
 
 
+def no_keyring() -> KeyringUnavailable:
+    return KeyringUnavailable(NO_KEYRING, f"To go on, {CHOICES}.")
+
+
+def _no_keyring(exc: Exception) -> bool:
+    from keyring.errors import NoKeyringError
+
+    return isinstance(exc, NoKeyringError)
+
+
 def backend_label(backend: KeyringBackend) -> str:
     """A short name for a backend: `SecretService`, `kwallet`, `macOS`, or the class name."""
-    from keyring.backends import chainer
+    from keyring.backends import chainer, fail
 
+    if isinstance(backend, fail.Keyring):
+        # keyring's stand-in when it found no backend: "fail" would read as a verdict.
+        return "none available"
     if isinstance(backend, chainer.ChainerBackend):
         inner = [backend_label(b) for b in _chained(backend)]
         return " + ".join(inner) if inner else "no backend"
@@ -280,7 +296,7 @@ def unusable_reason(backend: KeyringBackend) -> str | None:
 
     label = backend_label(backend)
     if isinstance(backend, fail.Keyring):
-        return "No keyring backend is available"
+        return NO_KEYRING.removesuffix(".")
     if isinstance(backend, null.Keyring):
         return "The keyring is switched off (null backend, which drops every value)"
     if isinstance(backend, chainer.ChainerBackend):
@@ -340,6 +356,10 @@ class KeyringStore(SecretStore):
         except _NoAnswer:
             raise self._timeout_error() from None
         except Exception as exc:
+            if _no_keyring(exc):
+                # keyring's own text ("install the keyrings.alt package") is advice for
+                # developers; the user needs to hear what is missing and the ways on.
+                raise no_keyring() from None
             reason = clean_text(_scrub(f"{type(exc).__name__}: {exc}", hide), 200)
             label = self._label or "default backend"
             # `from None`: the backend's own exception could carry the value in its text.
@@ -401,9 +421,13 @@ class KeyringStore(SecretStore):
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """`message` says what is wrong and the command line's ways on; `problem`, when set, only
+    what is wrong, for a screen that lists its own choices."""
+
     ok: bool
     backend: str
     message: str
+    problem: str = ""
 
 
 def probe_keyring(
@@ -425,7 +449,7 @@ def probe_keyring(
         label = seen["label"] = backend_label(chosen)
         problem = unusable_reason(chosen)
         if problem:
-            return ProbeResult(False, label, f"{problem}. To go on, {CHOICES}.")
+            return refused(label, f"{problem}.")
         key = f"probe:{_random.token_hex(8)}"
         value = _random.token_urlsafe(16)
         try:
@@ -436,31 +460,26 @@ def probe_keyring(
             with contextlib.suppress(Exception):
                 chosen.delete_password(SERVICE, key)
         if got != value:
-            return ProbeResult(
-                False,
-                label,
-                f"The keyring ({label}) did not keep a test value. To go on, {CHOICES}.",
-            )
+            return refused(label, f"The keyring ({label}) did not keep a test value.")
         return ProbeResult(True, label, f"Secrets will be kept in the keyring ({label}).")
+
+    def refused(label: str, problem: str) -> ProbeResult:
+        return ProbeResult(False, label, f"{problem} To go on, {CHOICES}.", problem)
 
     try:
         return run_with_timeout(work, timeout, "xero-tui keyring probe")
     except _NoAnswer:
         label = seen["label"]
-        return ProbeResult(
-            False,
+        return refused(
             label,
-            f"The keyring ({label}) did not answer within {_seconds(timeout)} (is it locked?). "
-            f"To go on, {CHOICES}.",
+            f"The keyring ({label}) did not answer within {_seconds(timeout)} (is it locked?).",
         )
     except Exception as exc:
         label = seen["label"]
+        if _no_keyring(exc):
+            return refused(label, NO_KEYRING)
         reason = clean_text(f"{type(exc).__name__}: {exc}", 200)
-        return ProbeResult(
-            False,
-            label,
-            f"The keyring ({label}) failed a test write ({reason}). To go on, {CHOICES}.",
-        )
+        return refused(label, f"The keyring ({label}) failed a test write ({reason}).")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from textual.widgets import Static
 
-from xero_tui.core.errors import XeroTuiError, clean_text
+from xero_tui.core.errors import KeyringUnavailable, XeroTuiError, clean_text
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -19,12 +19,21 @@ if TYPE_CHECKING:
 
     from xero_tui.demo import DemoContext
 
+# With no keyring at all, the ways on as the app offers them: the sign-in's storage check has a
+# key for the 0600 file.
+KEYRING_WAYS_ON = (
+    "Start one (such as gnome-keyring), or keep secrets in a 0600 file: press f when signing "
+    "in, or start xero-tui --insecure-storage."
+)
+
 
 def error_sentence(error: BaseException) -> str:
     """What to tell the user about a failure: the core's own sentence, or only the error's type.
 
     The text of an unexpected error could carry anything, a secret included, so it is not shown.
     """
+    if isinstance(error, KeyringUnavailable):
+        return f"{error.problem} {KEYRING_WAYS_ON}"
     if isinstance(error, XeroTuiError):
         return clean_text(str(error), 1000)
     if os.environ.get("XERO_TUI_DEBUG"):

@@ -164,6 +164,12 @@ class ConnectionsScreen(Messages, Screen[None]):
             # Only the secrets could not be read: the config's rows, and every key that acts
             # on them, stay; what the secret store would have said is shown as unknown.
             self.app.call_from_thread(self._show, listed, None, secrets_error=exc, pending=pending)
+            # The storage line names the keyring as it is ("none available"), not only "keyring".
+            try:
+                storage = self.service.secrets.description
+            except XeroTuiError:
+                return
+            self.app.call_from_thread(self.xero_app.show_storage, storage)
             return
         except XeroTuiError as exc:
             self.app.call_from_thread(self._show_load_error, exc)

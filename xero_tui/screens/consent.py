@@ -130,7 +130,10 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
                     yield Static("Choose one:", classes="step")
                     with Grid(id="storage-choices"):
                         yield Static("r", classes="choice-key")
-                        yield Static("Unlock the keyring (or start it), then try it again.")
+                        yield Static(
+                            "Start or unlock the keyring (a Secret Service such as "
+                            "gnome-keyring), then try again."
+                        )
                         yield Static("f", classes="choice-key")
                         yield Static(id="storage-file-choice", markup=False)
                         yield Static("esc", classes="choice-key")
@@ -230,7 +233,8 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
     def _show_storage(self, probe: ProbeResult) -> None:
         self.phase = "storage"
         self._status("The tokens cannot be kept yet, so signing in now would be wasted.")
-        self.query_one("#storage-problem", Static).update(probe.message)
+        # The choices below are the ways on: the problem alone is said above them.
+        self.query_one("#storage-problem", Static).update(probe.problem or probe.message)
         self.query_one("#storage-file-choice", Static).update(
             "Keep secrets in a plain file only you can read (mode 0600): "
             f"{self.service.paths.secrets_file}"

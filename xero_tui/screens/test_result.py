@@ -86,8 +86,14 @@ class TestResultScreen(ModalScreen[TestResult | XeroTuiError | None]):
     def _show_running(self, running: bool) -> None:
         self.query_one("#test-progress").display = running
         if running:
-            self.query_one("#test-result", Static).update("")
-            self.query_one("#test-error", Static).update("")
+            self._show_outcome("", "")
+
+    def _show_outcome(self, result: str, error: str) -> None:
+        # An empty part takes no row: at 80x24 the error's every line is needed.
+        for selector, text in (("#test-result", result), ("#test-error", error)):
+            part = self.query_one(selector, Static)
+            part.update(text)
+            part.display = bool(text)
 
     def _show_result(self, result: TestResult) -> None:
         org = result.organisation
@@ -104,13 +110,13 @@ class TestResultScreen(ModalScreen[TestResult | XeroTuiError | None]):
         ]
         width = max(len(label) for label, _ in rows) + 2
         text = "\n".join(f"{label.ljust(width)}{value}" for label, value in rows)
-        self.query_one("#test-result", Static).update("Works.\n\n" + text)
+        self._show_outcome("Works.\n\n" + text, "")
 
     def _show_error(self, error: XeroTuiError) -> None:
         advice = ""
         if isinstance(error, NeedsReconnect | TenantNotConnected):
             advice = "\n\nPress escape, then r on the home screen to reconnect."
-        self.query_one("#test-error", Static).update(error_sentence(error) + advice)
+        self._show_outcome("", error_sentence(error) + advice)
 
     def action_again(self) -> None:
         self.run_test()
