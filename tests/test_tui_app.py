@@ -328,6 +328,14 @@ def test_checklist_text_follows_the_app_type() -> None:
         # One line on when to pick each type, whichever is chosen.
         text = {s.key: s for s in steps_for(kind, redirect)}["type"].body
         assert "Web app" in text and "PKCE" in text and "Custom connection" in text
+        assert "AU, NZ, UK and US only" in text
+
+
+def test_checklist_says_a_new_app_connects_five_organisations() -> None:
+    for kind in (Kind.WEB, Kind.PKCE):
+        created = {s.key: s for s in steps_for(kind, "http://localhost:9000/cb")}["create"].body
+        assert "Starter tier, which connects at most 5 organisations" in created
+        assert "Core 50, Plus 1,000, Advanced 10,000" in created
 
 
 async def test_checklist_ticks_progress_copy_and_type_switch() -> None:

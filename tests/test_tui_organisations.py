@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, OptionList, Static
 
 from xero_tui.core.consent import ConsentOutcome
-from xero_tui.core.models import Tenant, TokenSet
+from xero_tui.core.models import Tenant, TokenSet, tier_notice
 from xero_tui.screens.organisations import OrganisationsScreen, TenantList
 
 UNSET = object()
@@ -314,6 +314,49 @@ async def test_an_empty_answer_says_so() -> None:
         await pilot.press("space", "enter")
         assert app.chosen is UNSET
         await app.workers.wait_for_complete()
+
+
+async def test_one_new_organisation_is_said_in_words() -> None:
+    app = PickerApp(outcome(new=("tenant-3",)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        intro = str(picker(app).query_one("#org-intro", Static).render())
+        assert "the one it just granted comes first, marked new" in intro
+        await app.workers.wait_for_complete()
+
+
+async def test_more_than_the_starter_tier_is_said_once_and_nothing_is_refused() -> None:
+    app = PickerApp(outcome(many_tenants(8), new=()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = picker(app)
+        line = screen.query_one("#org-tier", Static)
+        for _ in range(5):
+            await pilot.press("space", "down")
+        assert not line.display
+        await pilot.press("space")
+        await pilot.pause()
+        said = str(line.render())
+        assert line.display and line.region.height >= 1 and line.region.bottom <= 23
+        assert "Starter tier, which connects at most 5" in said
+        assert said == tier_notice(6)
+        # One line that stays while it applies, not a message at each selection.
+        await pilot.press("down", "space")
+        await pilot.pause()
+        assert line.display and not app._notifications
+        await pilot.press("space", "up", "space")
+        await pilot.pause()
+        assert not line.display
+        await pilot.press("space", "down", "space", "enter")
+        assert isinstance(app.chosen, list) and len(app.chosen) == 7
+        await app.workers.wait_for_complete()
+
+
+def test_tier_notice_only_past_the_starter_limit() -> None:
+    assert tier_notice(0) is None and tier_notice(5) is None
+    notice = tier_notice(6)
+    assert notice is not None
+    assert "Starter" in notice and "Core 50, Plus 1,000, Advanced 10,000" in notice
 
 
 # 10,000 organisations ------------------------------------------------------------------------

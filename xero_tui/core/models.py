@@ -36,6 +36,10 @@ LEGACY_SCOPES: tuple[str, ...] = (
     "accounting.journals.read",
     "accounting.budgets.read",
 )
+# New apps start on Xero's free Starter tier, which connects this many organisations at most;
+# the paid tiers connect more. The tier is not visible through the API.
+STARTER_TIER_LIMIT = 5
+PAID_TIER_LIMITS = "Core 50, Plus 1,000, Advanced 10,000"
 ACCESS_TOKEN_MARGIN = 60.0
 REFRESH_TOKEN_LIFETIME_DAYS = 60
 REFRESH_TOKEN_WARN_DAYS = 50
@@ -76,6 +80,18 @@ class Kind(StrEnum):
 class Status(StrEnum):
     OK = "ok"
     NEEDS_RECONNECT = "needs_reconnect"
+
+
+def tier_notice(count: int) -> str | None:
+    """What to say, once and without stopping anything, when `count` organisations are chosen
+    for one app: more than Xero's Starter tier connects. None when they fit in it."""
+    if count <= STARTER_TIER_LIMIT:
+        return None
+    return (
+        f"More than {STARTER_TIER_LIMIT} organisations: a new Xero app is on the free Starter "
+        f"tier, which connects at most {STARTER_TIER_LIMIT}. If this app is still on it, Xero "
+        f"will refuse the rest; the paid tiers connect more ({PAID_TIER_LIMITS})."
+    )
 
 
 def default_scopes(kind: Kind, legacy: bool = False) -> tuple[str, ...]:

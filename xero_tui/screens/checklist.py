@@ -20,7 +20,13 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, RadioButton, RadioSet, Static
 
-from xero_tui.core.models import MYAPPS_URL, Kind, default_scopes
+from xero_tui.core.models import (
+    MYAPPS_URL,
+    PAID_TIER_LIMITS,
+    STARTER_TIER_LIMIT,
+    Kind,
+    default_scopes,
+)
 from xero_tui.widgets import CopyableValue, link_content
 
 _URL = re.compile(r"https://[^\s)]+[^\s).,]")
@@ -37,7 +43,8 @@ KIND_WHY = {
     ),
     Kind.CUSTOM: (
         "one organisation, no browser sign-in, the token comes from the secret; pick it for "
-        "a single organisation's own integration (a paid Xero feature)."
+        "a single organisation's own integration (a paid Xero feature, for organisations in "
+        "AU, NZ, UK and US only)."
     ),
 }
 
@@ -113,7 +120,13 @@ def steps_for(kind: Kind, redirect_uri: str, scopes: Sequence[str] = ()) -> list
                 "Redirect URI",
                 redirect_uri,
             ),
-            Step("create", "Tick the terms and press “Create app”", "The app's page opens."),
+            Step(
+                "create",
+                "Tick the terms and press “Create app”",
+                "The app's page opens. A new app is on Xero's free Starter tier, which connects "
+                f"at most {STARTER_TIER_LIMIT} organisations; the paid tiers connect more "
+                f"({PAID_TIER_LIMITS}).",
+            ),
             Step(
                 "client-id",
                 "Copy the client ID",

@@ -31,7 +31,7 @@ from textual.strip import Strip
 from textual.widgets import Footer, Input, Static
 
 from xero_tui.core.errors import clean_text
-from xero_tui.core.models import Tenant
+from xero_tui.core.models import Tenant, tier_notice
 
 if TYPE_CHECKING:
     from xero_tui.core.consent import ConsentOutcome
@@ -356,13 +356,17 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
             placeholder="Type to filter by name; space or tab selects", id="org-filter"
         )
         yield TenantList(self.tenants, self.outcome.new_tenant_ids, self._saved_ids, id="org-list")
+        yield Static(id="org-tier", markup=False)
         yield Static(id="org-status")
         yield Footer()
 
     def _intro(self, new: int) -> str:
         total = len(self.tenants)
         reach = f"This consent reaches {total:,} organisation{'s' if total != 1 else ''}"
-        granted = f"; the {new:,} it just granted come first, marked new" if new else ""
+        if new == 1:
+            granted = "; the one it just granted comes first, marked new"
+        else:
+            granted = f"; the {new:,} it just granted come first, marked new" if new else ""
         return f"{reach}{granted}. Each one you choose becomes a connection sharing this consent."
 
     def on_mount(self) -> None:
@@ -411,6 +415,16 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
         parts = [f"{shown:,} of {total:,} shown" if shown != total else f"{total:,} shown"]
         parts.append(f"{chosen:,} selected" if chosen else "none selected")
         self.query_one("#org-status", Static).update(" · ".join(parts), layout=False)
+        self._show_tier(chosen)
+
+    def _show_tier(self, chosen: int) -> None:
+        """Past the Starter tier's limit the line appears and stays while it applies: said
+        once, not at each selection, and nothing is refused here."""
+        notice = tier_notice(chosen)
+        line = self.query_one("#org-tier", Static)
+        if line.display != (notice is not None):
+            line.update(notice or "")
+            line.display = notice is not None
 
     # Keys ----------------------------------------------------------------------------------------
 
