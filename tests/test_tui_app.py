@@ -26,7 +26,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Sel
 from tests.support.keyring_faults import HangingKeyring, RaisingKeyring
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.config import Config
-from xero_tui.core.models import Kind, Status
+from xero_tui.core.models import Kind, Status, TokenSet
 from xero_tui.core.secrets import KeyringStore
 from xero_tui.core.service import Service
 from xero_tui.emulator import DemoClient, Emulator
@@ -204,7 +204,7 @@ async def home_keeps_rows_without_secrets(service: Service, why: str) -> None:
         assert "Alpha" in shown and "Charlie" in shown
         assert shown.count("keyring unavailable") == 3
         # Every key that acts on a row is still there.
-        assert {"select_cursor", "test", "reconnect", "delete", "copy_token"} <= footer_keys(app)
+        assert {"open_row", "test", "reconnect", "delete", "copy_token"} <= footer_keys(app)
         assert "⏎ Open" in shown
 
 
@@ -255,7 +255,7 @@ async def test_home_without_a_table_offers_no_open_key(isolated_env: Path, corru
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
         await pilot.pause()
-        assert "select_cursor" not in footer_keys(app)
+        assert "open_row" not in footer_keys(app)
         assert "Open" not in screen_text(app)
         await app.workers.wait_for_complete()
 
@@ -307,6 +307,39 @@ async def test_banner_when_endpoints_are_overridden(emulator: Emulator) -> None:
         await pilot.press("k")
         await wait_for(pilot, lambda: isinstance(app.screen, ChecklistScreen))
         assert "endpoints overridden" in screen_text(app)
+        await app.workers.wait_for_complete()
+
+
+async def test_at_60_columns_every_key_status_and_app_type_is_whole() -> None:
+    service = save_three_connections()
+
+    def unused(config: Config) -> None:
+        config.connections["Charlie"].status = Status.NEEDS_RECONNECT
+
+    service.store.update(unused)
+    # Tokens stored, so that every key on the row applies (c Token needs them).
+    service.secrets.put_tokens("g1", TokenSet("access", time.time() + 1800, "refresh"))
+    app = XeroTuiApp(service)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await wait_for(pilot, lambda: "needs reconnect" in screen_text(app))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        footer = screen_text(app).splitlines()[-1]
+        for key in ("n New", "t Test", "r Reconnect", "d Delete", "c Token", "k Setup", "^q Quit"):
+            assert key in footer, footer
+        row = next(line for line in screen_text(app).splitlines() if "Charlie" in line)
+        assert "needs reconnect" in row
+        # Enter still opens, though the footer has no room to say so.
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await pilot.pause()
+        form = screen_text(app)
+        for label in ("Web app", "Auth code with PKCE", "Custom connection"):
+            assert label in form, form
         await app.workers.wait_for_complete()
 
 

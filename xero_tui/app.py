@@ -71,6 +71,8 @@ class XeroTuiApp(App[None]):
         Path(__file__).parent / "screens" / "organisations.tcss",
     ]
     TITLE = "xero-tui"
+    # Below 80 columns the screens lay out for the width (app.tcss's `Screen.-narrow` rules).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide")]
     COMMANDS = App.COMMANDS | {XeroCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Leave xero-tui."),

@@ -35,6 +35,10 @@ _COLOURS = {"ok": "success", "warning": "warning", "error": "error"}
 COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
 # From this width on, the table has room for a column saying where each one's secrets live.
 WIDE = 100
+# Names and organisations are cut to no fewer cells than this.
+MIN_NAME = 12
+# Below this width the footer leaves out what needs no telling (enter opens, ctrl+p the palette).
+NARROW = 80
 # How long the second read (the keyring's) waits for the first one's rows to be painted.
 PAINT_WAIT = 1.0
 # How long reading the config may take before the home screen says it is reading it.
@@ -70,7 +74,19 @@ class Cell:
 class ConnectionTable(DataTable[Cell]):
     """The table, with enter shown in the footer as what it does here."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open_row", "Open"),
+        # Below 80 columns the footer has no room for it; enter still opens (DataTable's own).
+        Binding("enter", "select_cursor", "Open", show=False),
+    ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open_row":
+            return self.screen.size.width >= NARROW
+        return super().check_action(action, parameters)
+
+    def action_open_row(self) -> None:
+        self.action_select_cursor()
 
 
 class ConnectionsScreen(Messages, Screen[None]):
@@ -266,24 +282,30 @@ class ConnectionsScreen(Messages, Screen[None]):
         width = self.size.width or self.app.size.width
         # Each column has one cell of padding either side; the cursor column needs one more.
         show_storage = width >= WIDE
-        fixed = [max([len(COLUMNS[2]), *(cell_len(k.text) for k in kind_cells.values())])]
-        fixed.append(max([len(COLUMNS[3]), *(cell_len(s.text) for s in shared.values())]))
-        if show_storage:
-            fixed.append(len(COLUMNS[4]))
+        kind_width = max([len(COLUMNS[2]), *(cell_len(k.text) for k in kind_cells.values())])
+        status_width = max([len(COLUMNS[3]), *(cell_len(s.text) for s in shared.values())])
+        fixed = [kind_width, status_width, *([len(COLUMNS[4])] if show_storage else [])]
         free = width - sum(fixed) - 2 * (2 + len(fixed)) - 2
+        # Too narrow for names and statuses both to be read: the app type (shown in the form)
+        # gives way first, so that a status is never cut.
+        show_kind = free >= 2 * MIN_NAME
+        if not show_kind:
+            fixed.pop(0)
+            free += kind_width + 2
         names = max([len(COLUMNS[0]), *(len(h.connection.name) for h in rows)])
         orgs = max([len(COLUMNS[1]), *(len(h.connection.tenant_name) for h in rows)])
         if names + orgs > free:
-            orgs = min(orgs, max(12, free // 2))
-            names = max(12, free - orgs)
-        columns = list(zip(COLUMNS, [names, orgs, *fixed], strict=False))
+            orgs = min(orgs, max(MIN_NAME, free // 2))
+            names = max(MIN_NAME, free - orgs)
+        labels = [label for label in COLUMNS if label != "Kind" or show_kind]
+        columns = list(zip(labels, [names, orgs, *fixed], strict=False))
         cells = [
             (
                 h.connection.name,
                 (
                     Cell(h.connection.name),
                     Cell(h.connection.tenant_name),
-                    kind,
+                    *([kind] if show_kind else []),
                     status,
                     *([storage] if show_storage else []),
                 ),
@@ -311,6 +333,7 @@ class ConnectionsScreen(Messages, Screen[None]):
     def on_resize(self) -> None:
         if self._health:
             self._fill_table()
+        self.refresh_bindings()
 
     def _empty_text(self) -> Text:
         lines = [
