@@ -97,6 +97,9 @@ class PhaseRecorder(ConsentScreen):
 class ConsentApp(App[None]):
     """Pushes the consent screen and keeps what it dismissed with."""
 
+    # The app's own stylesheet too, as in xero-tui: its rules reach this screen as well.
+    CSS_PATH = ROOT / "xero_tui" / "app.tcss"
+
     def __init__(self, make: Callable[[], ConsentScreen]) -> None:
         super().__init__()
         self.make = make

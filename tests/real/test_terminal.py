@@ -111,7 +111,7 @@ def test_demo_journey_with_keys_only(
         "Opened your browser.",
         "/identity/connect/authorize",
         "Waiting for Xero",
-        "a Approve (demo)",
+        "a Approve",
     )
     assert "ssh -L" not in consent
     wait_for_file(marker)
@@ -144,7 +144,7 @@ def test_demo_over_ssh_starts_no_browser_and_takes_the_pasted_url(
         "Port 8719 must be free on your own computer",
         "a approves in the demo.",
         "Waiting for Xero",
-        "s Copy ssh line",
+        "s Copy ssh",
     )
 
     # The clipboard (OSC 52, through tmux) holds exactly the lines the user needs.

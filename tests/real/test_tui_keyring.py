@@ -74,7 +74,7 @@ def fill_form(tmux: Tmux, emulator: Emulator) -> None:
 
 def sign_in_and_save(tmux: Tmux, emulator: Emulator) -> str:
     """From the waiting consent screen to the saved connection; returns the storage line."""
-    tmux.wait_for("Waiting for Xero", "c Copy link")
+    tmux.wait_for("Waiting for Xero", "c Copy URL")
     tmux.keys("c")
     tmux.wait_for("Copied the sign-in address.")
     url = tmux.clipboard()

@@ -72,10 +72,10 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", tooltip="Stop waiting and free the port."),
-        Binding("c", "copy_url", "Copy link", tooltip="Copy the sign-in address (OSC 52)."),
-        Binding("s", "copy_ssh", "Copy ssh line", tooltip="Copy the ssh -L command (OSC 52)."),
+        Binding("c", "copy_url", "Copy URL", tooltip="Copy the sign-in address (OSC 52)."),
+        Binding("s", "copy_ssh", "Copy ssh", tooltip="Copy the ssh -L command (OSC 52)."),
         Binding("p", "focus_paste", "Paste URL", tooltip="Type or paste the address here."),
-        Binding("a", "approve", "Approve (demo)", tooltip="Press Allow on the demo's page."),
+        Binding("a", "approve", "Approve", tooltip="Press Allow on the demo's page."),
         Binding("f", "file_storage", "Use a file", tooltip="Keep secrets in a 0600 file."),
         Binding("r", "retry", "Try again"),
     ]
