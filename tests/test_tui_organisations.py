@@ -352,6 +352,21 @@ async def test_more_than_the_starter_tier_is_said_once_and_nothing_is_refused() 
         await app.workers.wait_for_complete()
 
 
+async def test_the_apps_saved_organisations_count_towards_the_starter_tier() -> None:
+    tenants = many_tenants(8)
+    saved = frozenset(t.tenant_id for t in tenants[:4]) | {"tenant-elsewhere"}
+    app = PickerApp(outcome(tenants, new=()), saved=saved)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        line = picker(app).query_one("#org-tier", Static)
+        # Five saved for this app: nothing said until one more is chosen.
+        assert not line.display
+        await pilot.press("end", "space")
+        await pilot.pause()
+        assert line.display
+        await app.workers.wait_for_complete()
+
+
 def test_tier_notice_only_past_the_starter_limit() -> None:
     assert tier_notice(0) is None and tier_notice(5) is None
     notice = tier_notice(6)

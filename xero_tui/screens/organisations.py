@@ -415,12 +415,14 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
         parts = [f"{shown:,} of {total:,} shown" if shown != total else f"{total:,} shown"]
         parts.append(f"{chosen:,} selected" if chosen else "none selected")
         self.query_one("#org-status", Static).update(" · ".join(parts), layout=False)
-        self._show_tier(chosen)
 
-    def _show_tier(self, chosen: int) -> None:
+    def _show_tier(self) -> None:
         """Past the Starter tier's limit the line appears and stays while it applies: said
-        once, not at each selection, and nothing is refused here."""
-        notice = tier_notice(chosen)
+        once, not at each selection, and nothing is refused here. The app's organisations
+        already saved count too: the limit is the app's."""
+        checked = self.tenant_list.checked
+        chosen = {self.tenants[i].tenant_id for i in checked} | self._saved_ids if checked else ()
+        notice = tier_notice(len(chosen))
         line = self.query_one("#org-tier", Static)
         if line.display != (notice is not None):
             line.update(notice or "")
@@ -449,6 +451,7 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
     def action_toggle_row(self) -> None:
         self.tenant_list.toggle()
         self._update_status()
+        self._show_tier()
         self.refresh_bindings()
 
     @on(TenantList.Toggled)
