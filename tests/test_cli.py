@@ -173,14 +173,20 @@ def test_connect_over_ssh_prints_tunnel_line(emulator: Emulator, tmp_path: Path)
     browser.chmod(0o755)
     env = cli_env(
         XERO_CLIENT_SECRET=client.client_secret or "",
-        SSH_CONNECTION="198.51.100.4 50022 203.0.113.7 22",
+        SSH_CONNECTION="198.51.100.4 50022 203.0.113.7 2222",
         USER="ana",
         BROWSER=str(browser),
     )
     proc = Connecting("ssh", "--client-id", client.client_id, "--redirect-uri", redirect, env=env)
     url = proc.url()
-    line = proc.wait_for_line("ssh -L")
-    assert line.strip() == f"ssh -L {port}:localhost:{port} ana@203.0.113.7"
+    # Logged in with `ssh -p 2222`: the tunnel goes through the same port.
+    line = proc.wait_for_line("ssh -p")
+    assert line.strip() == f"ssh -p 2222 -L {port}:localhost:{port} ana@203.0.113.7"
+    note = proc.wait_for_line("must be free")
+    assert note.strip() == (
+        f"Port {port} must be free on your own computer: the browser goes to exactly "
+        f"localhost:{port}."
+    )
     answer_consent(url, follow_redirect=True)
     assert proc.finish().code == 0
     assert not marker.exists()

@@ -129,13 +129,17 @@ class NoKeyringService(FixedService):
         return secrets
 
     def health(
-        self, names: Iterable[str] | None = None, *, read_secrets: bool = True
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        read_secrets: bool = True,
+        config: Config | None = None,
     ) -> list[Health]:
         if read_secrets:
             raise no_keyring()
-        return super().health(names, read_secrets=False)
+        return super().health(names, read_secrets=False, config=config)
 
-    async def test(self, name: str) -> core_service.TestResult:
+    async def test(self, name: str) -> core_health.TestResult:
         raise no_keyring()
 
 

@@ -698,6 +698,7 @@ def _show_attempt(attempt: ConsentAttempt) -> None:
     if attempt.ssh_command:
         _err("On your own computer, run this first so the browser's redirect reaches this machine:")
         _err(f"\n  {attempt.ssh_command}\n")
+        _err(attempt.tunnel_note or "")
     _err(
         f"Waiting up to {_duration(attempt.remaining())} on port {attempt.port}. Or paste "
         "the URL the browser ended on (it starts with "
