@@ -343,6 +343,54 @@ async def test_at_60_columns_every_key_status_and_app_type_is_whole() -> None:
         await app.workers.wait_for_complete()
 
 
+@pytest.mark.parametrize("size", [(60, 20), (80, 24), (100, 36)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_with_an_unfinished_sign_in_the_footer_still_fits(size: tuple[int, int]) -> None:
+    from datetime import UTC, datetime
+
+    from xero_tui.core.models import PendingSignIn
+    from xero_tui.screens.confirm import PendingScreen
+
+    service = save_three_connections()
+
+    def kept(config: Config) -> None:
+        config.pending["g9"] = PendingSignIn(
+            "g9",
+            "Books",
+            Kind.WEB,
+            "A" * 32,
+            "http://localhost:8719/callback",
+            (),
+            datetime(2026, 11, 28, tzinfo=UTC),
+        )
+
+    service.store.update(kept)
+    service.secrets.put_tokens("g1", TokenSet("access", time.time() + 1800, "refresh"))
+    app = XeroTuiApp(service)
+    async with app.run_test(size=size) as pilot:
+        # Offered once at start; later, the home screen keeps the key.
+        await wait_for(pilot, lambda: isinstance(app.screen, PendingScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        text = screen_text(app)
+        footer = text.splitlines()[-1]
+        keys = ["n New", "t Test", "r Reconnect", "d Delete", "c Token", "k Setup", "^q Quit"]
+        if size[0] >= 80:
+            keys.append("f Finish sign-in")
+        for key in keys:
+            assert key in footer, footer
+        # Nothing is cut at the right edge: the last key shown ends inside the line.
+        assert footer.rstrip() == footer.rstrip()[: size[0]] and len(footer.rstrip()) < size[0]
+        # Where the footer has no room for f, the line of unfinished sign-ins names it.
+        assert "f finishes or discards it" in " ".join(text.split())
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, PendingScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await app.workers.wait_for_complete()
+
+
 # Checklist ---------------------------------------------------------------------------------------
 
 

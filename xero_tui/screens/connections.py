@@ -37,8 +37,13 @@ COLUMNS = ("Name", "Organisation", "Kind", "Status", "Secrets")
 WIDE = 100
 # Names and organisations are cut to no fewer cells than this.
 MIN_NAME = 12
-# Below this width the footer leaves out what needs no telling (enter opens, ctrl+p the palette).
+# Below this width the footer leaves out what the screen says otherwise: enter opens a row,
+# ctrl+p the palette (and the line of unfinished sign-ins names f).
 NARROW = 80
+# The footer with an unfinished sign-in's key as well needs this much to show every key.
+ROOM_WITH_PENDING = 100
+# The screen's class while its footer has no room for every key (app.tcss hides the palette's).
+TIGHT = "-tight-footer"
 # How long the second read (the keyring's) waits for the first one's rows to be painted.
 PAINT_WAIT = 1.0
 # How long reading the config may take before the home screen says it is reading it.
@@ -82,7 +87,7 @@ class ConnectionTable(DataTable[Cell]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "open_row":
-            return self.screen.size.width >= NARROW
+            return not self.screen.has_class(TIGHT)
         return super().check_action(action, parameters)
 
     def action_open_row(self) -> None:
@@ -102,6 +107,8 @@ class ConnectionsScreen(Messages, Screen[None]):
         Binding("c", "copy_token", "Token", tooltip="Copy a valid access token (OSC 52)."),
         Binding("k", "checklist", "Setup", tooltip="How to create the app at Xero."),
         Binding("f", "finish", "Finish sign-in", tooltip="Finish or discard a kept sign-in."),
+        # Below 80 columns the footer has no room for it; the unfinished sign-ins' line names f.
+        Binding("f", "finish_unlisted", "Finish sign-in", show=False),
         Binding("q", "app.quit", "Quit", show=False),
     ]
     ROW_ACTIONS: ClassVar[frozenset[str]] = frozenset(
@@ -247,7 +254,7 @@ class ConnectionsScreen(Messages, Screen[None]):
                 f"Unfinished sign-in{plural}: {names}. Xero's answer is kept; f finishes or "
                 "discards it without signing in again."
             )
-        self.refresh_bindings()
+        self._fit_footer()
         if pending and not self._offered:
             # Offered once a start: the key stays for later.
             self._offered = True
@@ -333,6 +340,12 @@ class ConnectionsScreen(Messages, Screen[None]):
     def on_resize(self) -> None:
         if self._health:
             self._fill_table()
+        self._fit_footer()
+
+    def _fit_footer(self) -> None:
+        width = self.size.width
+        room = ROOM_WITH_PENDING if self._pending else NARROW
+        self.set_class(width < room, TIGHT)
         self.refresh_bindings()
 
     def _empty_text(self) -> Text:
@@ -405,6 +418,8 @@ class ConnectionsScreen(Messages, Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "finish":
+            return bool(self._pending) and self.size.width >= NARROW
+        if action == "finish_unlisted":
             return bool(self._pending)
         if action not in self.ROW_ACTIONS:
             return True
@@ -592,6 +607,9 @@ class ConnectionsScreen(Messages, Screen[None]):
 
     def action_checklist(self) -> None:
         self.xero_app.open_checklist()
+
+    def action_finish_unlisted(self) -> None:
+        self.action_finish()
 
     def action_finish(self) -> None:
         if not self._pending:
