@@ -88,9 +88,9 @@ def tier_notice(count: int) -> str | None:
     if count <= STARTER_TIER_LIMIT:
         return None
     return (
-        f"More than {STARTER_TIER_LIMIT} organisations for one app: a new Xero app is on the free Starter "
-        f"tier, which connects at most {STARTER_TIER_LIMIT}. If this app is still on it, Xero "
-        f"will refuse the rest; the paid tiers connect more ({PAID_TIER_LIMITS})."
+        f"More than {STARTER_TIER_LIMIT} organisations for one app: a new Xero app is on the "
+        f"free Starter tier, which connects at most {STARTER_TIER_LIMIT}. If this app is still "
+        f"on it, Xero will refuse the rest; the paid tiers connect more ({PAID_TIER_LIMITS})."
     )
 
 

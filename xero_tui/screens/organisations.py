@@ -365,8 +365,10 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
         reach = f"This consent reaches {total:,} organisation{'s' if total != 1 else ''}"
         if new == 1:
             granted = "; the one it just granted comes first, marked new"
+        elif new:
+            granted = f"; the {new:,} it just granted come first, marked new"
         else:
-            granted = f"; the {new:,} it just granted come first, marked new" if new else ""
+            granted = ""
         return f"{reach}{granted}. Each one you choose becomes a connection sharing this consent."
 
     def on_mount(self) -> None:
@@ -421,8 +423,10 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
         once, not at each selection, and nothing is refused here. The app's organisations
         already saved count too: the limit is the app's."""
         checked = self.tenant_list.checked
-        chosen = {self.tenants[i].tenant_id for i in checked} | self._saved_ids if checked else ()
-        notice = tier_notice(len(chosen))
+        count = (
+            len({self.tenants[i].tenant_id for i in checked} | self._saved_ids) if checked else 0
+        )
+        notice = tier_notice(count)
         line = self.query_one("#org-tier", Static)
         if line.display != (notice is not None):
             line.update(notice or "")
