@@ -81,7 +81,7 @@ class ConnectionTable(DataTable[Cell]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open_row", "Open"),
-        # Below 80 columns the footer has no room for it; enter still opens (DataTable's own).
+        # Left out of a footer short of room (TIGHT); enter still opens (DataTable's own).
         Binding("enter", "select_cursor", "Open", show=False),
     ]
 
