@@ -262,3 +262,17 @@ def test_remove_discards_an_unfinished_sign_in_and_revokes_it(
     assert not config(isolated_env).get("pending")
     keyring = isolated_env.parent / "keyring.json"
     assert "grant:" not in keyring.read_text()
+
+
+def test_connect_with_more_organisations_than_the_starter_tier_says_so_once(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.cli import connect_web
+
+    with Emulator(tenants=6) as emu:
+        for key, value in emu.env.items():
+            monkeypatch.setenv(key, value)
+        result = connect_web(emu, "many", tenants=[t.tenant_id for t in emu.tenants])
+    assert result.code == 0, result.err
+    assert result.err.count("Starter tier") == 1
+    assert len(config(isolated_env)["connections"]) == 6  # type: ignore[arg-type]

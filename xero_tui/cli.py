@@ -749,9 +749,19 @@ def _choose(args: argparse.Namespace, session: ConnectSession) -> list[Tenant]:
     for wanted in preselected.unknown:
         _err(f"xero-tui: no organisation {wanted!r} among those this app reaches.")
     if not preselected.needs_choice:
-        return list(preselected.tenants)
-    assert session.outcome is not None
-    return _ask_tenants(session.outcome.ordered())
+        chosen = list(preselected.tenants)
+    else:
+        assert session.outcome is not None
+        chosen = _ask_tenants(session.outcome.ordered())
+    from xero_tui.core.models import tier_notice
+
+    # The app's organisations saved already count towards its tier too.
+    client_id = session.draft.client_id
+    saved = {c.tenant_id for c in session.ctx.connections() if c.client_id == client_id}
+    notice = tier_notice(len(saved | {t.tenant_id for t in chosen}))
+    if notice:
+        _err(f"xero-tui: {notice}")
+    return chosen
 
 
 def _ask_tenants(tenants: list[Tenant]) -> list[Tenant]:
