@@ -24,15 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.procs import DROP_ROOT_FILE_CAPS, wait_gone
+from tests.support.saved import WHEN, make_connection, make_grant
 from xero_tui.core.config import Config, ConfigStore, dump, parse
 from xero_tui.core.errors import ConfigError, StorageError
 from xero_tui.core.fsutil import atomic_write, remove_stale_temps
 from xero_tui.core.locks import file_lock
-from xero_tui.core.models import Connection, Grant, Kind, Status
+from xero_tui.core.models import Kind, Status
 from xero_tui.core.paths import Paths
 
-WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
-SCOPES = ("offline_access", "openid", "profile", "email", "accounting.contacts")
 NAMES = [
     "Acme Ltd",
     "Acme.Ltd.v2",
@@ -53,30 +52,6 @@ def paths(isolated_env: Path) -> Paths:
 @pytest.fixture
 def store(paths: Paths) -> ConfigStore:
     return ConfigStore(paths)
-
-
-def make_grant(grant_id: str = "g1", **changes: object) -> Grant:
-    grant = Grant(grant_id, Kind.WEB, "client-1", SCOPES, WHEN)
-    for key, value in changes.items():
-        setattr(grant, key, value)
-    return grant
-
-
-def make_connection(name: str, grant_id: str = "g1", **changes: object) -> Connection:
-    conn = Connection(
-        name=name,
-        kind=Kind.WEB,
-        client_id="client-1",
-        tenant_id=f"tenant-{abs(hash(name)) % 10_000}",
-        tenant_name=name,
-        grant_id=grant_id,
-        scopes=SCOPES,
-        connection_id="conn-1",
-        created=WHEN,
-    )
-    for key, value in changes.items():
-        setattr(conn, key, value)
-    return conn
 
 
 def sample_config() -> Config:

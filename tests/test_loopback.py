@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import json
 import shutil
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.net import free_port
+from tests.support.net import V6, can_bind_without_reuse, free_port
 from xero_tui.core.errors import (
     CallbackError,
     ConsentCancelled,
@@ -42,36 +41,6 @@ from xero_tui.core.loopback import (
 STATE = "St4te-7f3a9c0e5b1d4e2a8c6b0d9f1e3a5c7b"
 CODE = "C0de-Zq81xWvT5kLmN0pQrS2uYb"
 SESSION = "sess-9c8b7a"
-HAS_V6 = socket.has_ipv6
-
-
-def _v6_loopback() -> bool:
-    if not HAS_V6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-V6 = _v6_loopback()
-
-
-def can_bind_without_reuse(port: int) -> bool:
-    """A fresh socket WITHOUT SO_REUSEADDR binds the port: nothing (not even TIME_WAIT) holds it."""
-    families = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if V6 else [])
-    for family, host in families:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-            try:
-                s.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return False
-                raise
-    return True
 
 
 Make = Callable[..., Awaitable[CallbackListener]]

@@ -7,25 +7,23 @@ over HTTP, as a person in a browser would.
 from __future__ import annotations
 
 import dataclasses
-import io
 import socket
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import keyring
 import pytest
-from rich.console import Console
 from textual import constants
 from textual.binding import BindingType
 from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Select, Static
 
 from tests.support.keyring_faults import HangingKeyring, RaisingKeyring
+from tests.support.saved import connect, save_three_connections
+from tests.support.tui import SIZE, fill, form, new_custom_connection_form, screen_text, wait_for
 from xero_tui.app import XeroTuiApp
-from xero_tui.core.config import Config
 from xero_tui.core.models import Kind, Status
 from xero_tui.core.secrets import KeyringStore
 from xero_tui.core.service import Service
@@ -40,59 +38,11 @@ from xero_tui.screens.test_result import TestResultScreen
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_SCRIPT = ROOT / "tests" / "support" / "browser_script.py"
-SIZE = (100, 36)
-
-
-async def wait_for(
-    pilot: Pilot[None], condition: Callable[[], object], timeout: float = 15
-) -> None:
-    """Let the app run until `condition()` holds (workers and the browser run meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            shown = screen_text(pilot.app) if isinstance(pilot.app, XeroTuiApp) else ""
-            raise AssertionError(f"timed out on {pilot.app.screen!r}:\n{shown}")
-        await pilot.pause(0.05)
-
-
-def screen_text(app: XeroTuiApp) -> str:
-    """Everything the terminal shows right now, as plain text."""
-    width, height = app.size
-    console = Console(
-        width=width, height=height, file=io.StringIO(), force_terminal=True, record=True
-    )
-    console.print(
-        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
-    )
-    return console.export_text()
 
 
 def home(app: XeroTuiApp) -> ConnectionsScreen:
     screen = app.screen
     assert isinstance(screen, ConnectionsScreen)
-    return screen
-
-
-def form(app: XeroTuiApp) -> FormScreen:
-    screen = app.screen
-    assert isinstance(screen, FormScreen)
-    return screen
-
-
-def fill(screen: FormScreen, **values: str) -> None:
-    for field, value in values.items():
-        screen.query_one(f"#{field.replace('_', '-')}", Input).value = value
-
-
-async def new_custom_connection_form(app: XeroTuiApp, pilot: Pilot[None]) -> FormScreen:
-    """From home: a new connection, with Custom connection chosen as the app type."""
-    await pilot.pause()
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-    screen = form(app)
-    for button in screen.query("#kind RadioButton").results(RadioButton):
-        button.value = button.name == Kind.CUSTOM.value
-    await pilot.pause()
     return screen
 
 
@@ -155,22 +105,6 @@ async def test_home_shows_a_corrupt_config_instead_of_crashing(isolated_env: Pat
         await wait_for(pilot, lambda: "config.toml line 2" in screen_text(app))
         await app.workers.wait_for_complete()
     assert (isolated_env / "config.toml").read_text() == "schema = 1\n[connections\n"
-
-
-def save_three_connections() -> Service:
-    """A keyring-backed config with three connections, written without touching the keyring."""
-    from tests.test_config import make_connection, make_grant
-
-    service = Service()
-
-    def fill(config: Config) -> None:
-        config.secret_storage = "keyring"
-        config.grants["g1"] = make_grant("g1")
-        for name in ("Alpha", "Bravo", "Charlie"):
-            config.connections[name] = make_connection(name)
-
-    service.store.update(fill)
-    return service
 
 
 @pytest.fixture
@@ -718,8 +652,6 @@ def test_links_are_osc8_for_https_only() -> None:
 
 
 async def test_delete_of_a_connection_removed_elsewhere_says_so(emulator: Emulator) -> None:
-    from tests.test_service import connect
-
     service = Service()
     await connect(service, emulator, "Gone soon")
     app = XeroTuiApp(service)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import socket
 import sys
@@ -19,7 +18,17 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from tests.support.net import free_port
+from tests.support.net import free_port, port_is_free
+from tests.support.saved import WEB_ID, save_offline
+from tests.support.tui import (
+    ConsentApp,
+    consent,
+    consent_screen,
+    no_display_env,
+    until_dismissed,
+    until_phase,
+    wait_for,
+)
 from xero_tui.core import browser
 from xero_tui.core.browser import LAUNCH_FAILED, OPENED, SSH_SESSION, LaunchPlan
 from xero_tui.core.connect import ConnectSession
@@ -37,16 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BROWSER_SCRIPT = (
     f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests/support/browser_script.py'))} %s"
 )
-UNSET = object()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def python_browser(code: str) -> str:
@@ -68,14 +67,6 @@ def web_draft(emu: Emulator) -> ConnectionDraft:
     )
 
 
-def no_display_env(**extra: str) -> dict[str, str]:
-    """A terminal with no graphical display and no BROWSER: nothing is launched."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env.pop("BROWSER", None)
-    env.update(extra)
-    return env
-
-
 class PhaseRecorder(ConsentScreen):
     """Keeps every phase and status line, however briefly each was shown."""
 
@@ -93,53 +84,8 @@ class PhaseRecorder(ConsentScreen):
         super()._status(text)
 
 
-class ConsentApp(App[None]):
-    """Pushes the consent screen and keeps what it dismissed with."""
-
-    def __init__(self, make: Callable[[], ConsentScreen]) -> None:
-        super().__init__()
-        self.make = make
-        self.result: object = UNSET
-
-    def on_mount(self) -> None:
-        self.push_screen(self.make(), self._done)
-
-    def _done(self, outcome: ConsentOutcome | None) -> None:
-        self.result = outcome
-
-
-def consent(app: App[None]) -> ConsentScreen:
-    screen = app.screen
-    assert isinstance(screen, ConsentScreen), screen
-    return screen
-
-
 def text_of(app: App[None], selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
-
-
-async def until(pilot: Pilot[None], check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check}")
-        await pilot.pause(0.02)
-
-
-async def until_phase(pilot: Pilot[None], phase: str, timeout: float = 10.0) -> ConsentScreen:
-    app = pilot.app
-    await until(
-        pilot,
-        lambda: isinstance(app.screen, ConsentScreen) and app.screen.phase == phase,
-        timeout,
-    )
-    return consent(app)
-
-
-async def until_dismissed(pilot: Pilot[None], timeout: float = 10.0) -> object:
-    app = cast(ConsentApp, pilot.app)
-    await until(pilot, lambda: app.result is not UNSET, timeout)
-    return app.result
 
 
 async def test_browser_completes_consent_and_dismisses_with_the_outcome(
@@ -377,7 +323,7 @@ async def test_countdown_follows_the_clock_and_the_redirect_hint_appears(
         assert dialog.border_subtitle == "Waiting for Xero: 5:00 left"
         assert not screen.query_one("#consent-hint").display
         now[0] += 61
-        await until(pilot, lambda: dialog.border_subtitle == "Waiting for Xero: 3:59 left")
+        await wait_for(pilot, lambda: dialog.border_subtitle == "Waiting for Xero: 3:59 left")
         assert screen.query_one("#consent-hint").display
         assert "Invalid redirect_uri" in text_of(app, "#consent-hint")
         await pilot.press("escape")
@@ -439,7 +385,6 @@ async def test_switching_to_a_file_says_which_saved_connections_it_could_not_mov
     emulator: Emulator,
 ) -> None:
     from tests.support.keyring_faults import MemoryKeyring
-    from tests.test_service import WEB_ID, save_offline
     from xero_tui.core.secrets import KeyringStore
 
     # Saved while the keyring worked; now it has none to give.
@@ -550,7 +495,7 @@ async def test_a_failed_demo_approve_says_why_in_a_sentence(
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         await pilot.press("a")
-        await until(pilot, lambda: bool(app._notifications))
+        await wait_for(pilot, lambda: bool(app._notifications))
         [note] = list(app._notifications)
         assert note.message == sentence and note.severity == "error"
         assert screen.phase == "waiting"
@@ -567,7 +512,7 @@ async def test_a_failed_demo_approve_is_shown_as_plain_text(emulator: Emulator) 
     async with app.run_test(size=(80, 24)) as pilot:
         await until_phase(pilot, "waiting")
         await pilot.press("a")
-        await until(pilot, lambda: bool(app._notifications))
+        await wait_for(pilot, lambda: bool(app._notifications))
         [note] = list(app._notifications)
         assert note.message == "The demo could not approve: Invalid [b]redirect_uri[/b] here"
         assert note.markup is False
@@ -650,16 +595,6 @@ class FrozenAttempt:
 
     async def close(self) -> None:
         self.ended.set()
-
-
-def consent_screen(
-    service: Service,
-    draft: ConnectionDraft,
-    screen: type[ConsentScreen] = ConsentScreen,
-    **options: Any,
-) -> ConsentScreen:
-    """The consent screen for a new sign-in of `draft`, as the form opens it."""
-    return screen(service, ConnectSession(service, draft, "Consent test"), **options)
 
 
 class FrozenService:

@@ -15,8 +15,7 @@ from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.screen import Screen
 
-from tests.test_tui_app import screen_text, wait_for
-from tests.test_tui_consent import consent_screen, no_display_env
+from tests.support.tui import consent_screen, no_display_env, screen_text, wait_for
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.models import Kind, Tenant, TokenSet, default_scopes
