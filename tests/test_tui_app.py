@@ -22,7 +22,15 @@ from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Sel
 
 from tests.support.keyring_faults import HangingKeyring, RaisingKeyring
 from tests.support.saved import connect, save_three_connections
-from tests.support.tui import SIZE, fill, form, new_custom_connection_form, screen_text, wait_for
+from tests.support.tui import (
+    SIZE,
+    fill,
+    form,
+    new_custom_connection_form,
+    run_from_palette,
+    screen_text,
+    wait_for,
+)
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.models import Kind, Status
 from xero_tui.core.secrets import KeyringStore
@@ -205,6 +213,22 @@ async def test_token_key_is_hidden_while_the_tokens_are_missing() -> None:
         assert {"test", "reconnect", "delete"} <= keys
         assert "copy_token" not in keys
         assert "Token" not in screen_text(app)
+
+
+async def test_palette_runs_the_home_screens_and_the_apps_commands() -> None:
+    app = XeroTuiApp(save_three_connections())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "Bravo" in screen_text(app))
+        await run_from_palette(pilot, "delete br", "Delete Bravo")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeleteScreen))
+        dialog = app.screen
+        assert isinstance(dialog, DeleteScreen) and dialog.connection.name == "Bravo"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await run_from_palette(pilot, "checklist", "Create the Xero app (checklist)")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChecklistScreen))
+        await app.workers.wait_for_complete()
+    assert len(Service().connections()) == 3
 
 
 async def test_quit_asks_nothing_without_a_consent_in_flight() -> None:

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from rich.console import Console
 from textual.app import App
+from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Input, RadioButton
 
@@ -46,6 +47,26 @@ def screen_text(app: XeroTuiApp) -> str:
         app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
     )
     return console.export_text()
+
+
+async def run_from_palette(pilot: Pilot[None], query: str, title: str) -> None:
+    """As a user does: open the command palette with its key, type `query`, and press Enter
+    once the best hit (highlighted) is the command called `title`."""
+    app = pilot.app
+    await pilot.press(app.COMMAND_PALETTE_BINDING)
+    await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+    palette = app.screen
+    await pilot.press(*query)
+    hits = palette.query_one(CommandList)
+
+    def highlighted() -> str:
+        if hits.highlighted is None:
+            return ""
+        return str(hits.get_option_at_index(hits.highlighted).prompt)
+
+    await wait_for(pilot, lambda: highlighted().startswith(title))
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.screen is not palette)
 
 
 def form(app: XeroTuiApp) -> FormScreen:
