@@ -6,6 +6,7 @@ over HTTP, as a person in a browser would.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import sys
@@ -36,6 +37,7 @@ from xero_tui.core.models import Kind, Status
 from xero_tui.core.secrets import KeyringStore
 from xero_tui.core.service import Service
 from xero_tui.emulator import DemoClient, Emulator
+from xero_tui.emulator.consent import answer_consent
 from xero_tui.screens.checklist import ChecklistScreen, steps_for
 from xero_tui.screens.confirm import DeleteScreen, YesNoScreen
 from xero_tui.screens.connections import ConnectionsScreen
@@ -255,6 +257,45 @@ async def test_quit_asks_while_a_consent_is_in_flight() -> None:
             await pilot.press("tab", "enter")
             await pilot.pause()
         assert not app.is_running
+
+
+async def test_consent_that_finishes_under_the_quit_question_waits_for_its_answer(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await pilot.press(*"acme")
+        fill(
+            form(app),
+            client_id=emulator.web_client.client_id,
+            client_secret=emulator.web_client.client_secret or "",
+            redirect_uri=free_redirect_uri(emulator, emulator.web_client),
+        )
+        await pilot.press("ctrl+g")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ConsentScreen) and app.screen.attempt is not None
+        )
+        screen = app.screen
+        assert isinstance(screen, ConsentScreen) and screen.attempt is not None
+        url = screen.attempt.url
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        question = app.screen
+        # Xero redirects back while the question is up; the loopback page answers only once
+        # the code has been exchanged, so the consent has its outcome when this returns.
+        await asyncio.to_thread(answer_consent, url, follow_redirect=True)
+        await wait_for(pilot, lambda: screen.attempt is None)
+        await pilot.pause(0.3)
+        assert app.screen is question and app.screen_stack[-2] is screen
+        await pilot.press("enter")  # Stay
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        assert app.is_running
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
 
 
 async def test_banner_when_endpoints_are_overridden(emulator: Emulator) -> None:
