@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.capability import missing
 from tests.support.net import V6, can_bind_without_reuse, free_port
 from xero_tui.core.errors import (
     CallbackError,
@@ -188,7 +189,7 @@ async def test_listener_binds_loopback_only(make: Make) -> None:
 async def test_listener_refuses_non_loopback_address_of_host(make: Make) -> None:
     addrs = _non_loopback_addresses()
     if not addrs:
-        pytest.skip("this host has no non-loopback address to try")
+        missing("this host has no non-loopback address to try")
     listener = await make()
     for addr in addrs:
         with pytest.raises(ConnectionRefusedError):
@@ -199,7 +200,7 @@ async def test_listener_refuses_non_loopback_address_of_host(make: Make) -> None
 
 async def test_listener_answers_on_ipv6_loopback_for_localhost(make: Make) -> None:
     if not V6:
-        pytest.skip("no IPv6 loopback on this host")
+        missing("no IPv6 loopback on this host")
     listener = await make()
     resp = await raw(listener.port, get("/favicon.ico"), host="::1")
     assert resp.status == 404
@@ -207,7 +208,7 @@ async def test_listener_answers_on_ipv6_loopback_for_localhost(make: Make) -> No
 
 async def test_listener_ipv6_redirect_uri(make: Make) -> None:
     if not V6:
-        pytest.skip("no IPv6 loopback on this host")
+        missing("no IPv6 loopback on this host")
     listener = await make(host="::1")
     assert listener.redirect_uri.startswith("http://[::1]:")
     async with client() as c:
@@ -255,7 +256,7 @@ async def test_listener_bound_before_url_shown_and_never_rebound(make: Make) -> 
 @pytest.mark.parametrize("occupant", ["loopback", "wildcard-reuseaddr", "ipv6-only"])
 async def test_port_in_use_fails_fast_naming_port(occupant: str) -> None:
     if occupant == "ipv6-only" and not V6:
-        pytest.skip("no IPv6 loopback on this host")
+        missing("no IPv6 loopback on this host")
     family, host = {
         "loopback": (socket.AF_INET, "127.0.0.1"),
         "wildcard-reuseaddr": (socket.AF_INET, "0.0.0.0"),
