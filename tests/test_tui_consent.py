@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -32,9 +31,12 @@ from tests.support.tui import (
 from xero_tui.core import browser
 from xero_tui.core.browser import LAUNCH_FAILED, OPENED, SSH_SESSION, LaunchPlan
 from xero_tui.core.connect import ConnectSession
-from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
-from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
+from xero_tui.core.consent import ConnectionDraft, ConsentAttempt, ConsentOutcome
+from xero_tui.core.errors import ConsentCancelled, OAuthError
+from xero_tui.core.loopback import CallbackListener, CallbackResult
 from xero_tui.core.models import Kind, default_scopes
+from xero_tui.core.oauth import AuthRequest
+from xero_tui.core.paths import Paths
 from xero_tui.core.secrets import ProbeResult
 from xero_tui.core.service import Service
 from xero_tui.demo import DemoContext
@@ -552,71 +554,72 @@ async def test_the_demo_key_is_hidden_outside_demo_mode(emulator: Emulator) -> N
 # Snapshots: a frozen attempt, so the URL (with its random state), port and clock are fixed --------
 
 FROZEN_REDIRECT = "http://localhost:8719/callback"
+FROZEN_CLIENT_ID = "0123456789ABCDEF0123456789ABCDEF"
+FROZEN_STATE = "snapshot-state-not-random-0123456789abcdefg"
 FROZEN_URL = (
     "https://login.xero.com/identity/connect/authorize?response_type=code"
-    "&client_id=0123456789ABCDEF0123456789ABCDEF"
+    f"&client_id={FROZEN_CLIENT_ID}"
     "&redirect_uri=http%3A%2F%2Flocalhost%3A8719%2Fcallback"
-    "&scope="
-    + "%20".join(default_scopes(Kind.WEB))
-    + "&state=snapshot-state-not-random-0123456789abcdefg"
+    "&scope=" + "%20".join(default_scopes(Kind.WEB)) + f"&state={FROZEN_STATE}"
     "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
 )
 FROZEN_SSH = "ssh -L 8719:localhost:8719 deploy@203.0.113.10"
 
 
-class FrozenAttempt:
-    """Stands in for ConsentAttempt: fixed URL and port, waits until cancelled (or fails)."""
-
-    url = FROZEN_URL
-    port = 8719
-    plan = LaunchPlan(False, None, SSH_SESSION)
-    browser_note = SSH_SESSION
-    launched = False
-    ssh_command: str | None = FROZEN_SSH
+class FrozenAttempt(ConsentAttempt):
+    """The real attempt with a fixed URL and port. Its listener is never bound (the port may be
+    in use on this machine) and its time does not run; it waits until cancelled, or fails."""
 
     def __init__(self, failure: Exception | None = None) -> None:
+        request = AuthRequest(
+            FROZEN_CLIENT_ID,
+            FROZEN_REDIRECT,
+            default_scopes(Kind.WEB),
+            FROZEN_STATE,
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            FROZEN_URL,
+        )
+        listener = CallbackListener(FROZEN_REDIRECT, FROZEN_STATE)
+        super().__init__(request, listener, LaunchPlan(False, None, SSH_SESSION), FROZEN_SSH)
         self.failure = failure
         self.ended = asyncio.Event()
 
     def remaining(self) -> float:
-        return 300.0
+        return self.listener.timeout
 
-    async def wait(self) -> None:
+    async def wait(self) -> CallbackResult:
         if self.failure is not None:
             raise self.failure
         await self.ended.wait()
         raise ConsentCancelled("Cancelled; no connection was made.")
 
-    def submit_pasted_url(self, url: str) -> None:
-        raise CallbackError("That URL belongs to another attempt (state does not match).")
-
     def cancel(self) -> None:
+        super().cancel()
         self.ended.set()
 
     async def close(self) -> None:
+        await super().close()
         self.ended.set()
 
 
-class FrozenService:
-    """Stands in for Service: where the file store would be."""
-
-    paths = SimpleNamespace(secrets_file=Path("/home/deploy/.config/xero-tui/secrets.json"))
-
-
-class FrozenSession:
-    """Stands in for a ConnectSession: a fixed probe answer and the frozen attempt."""
+class FrozenSession(ConnectSession):
+    """The real connect session, with a fixed probe answer and the frozen attempt."""
 
     def __init__(
-        self, draft: ConnectionDraft, probe: ProbeResult, failure: Exception | None = None
+        self,
+        service: Service,
+        draft: ConnectionDraft,
+        probe: ProbeResult,
+        failure: Exception | None = None,
     ) -> None:
-        self.draft = draft
+        super().__init__(service, draft, "Snapshot")
         self.probe = probe
         self.failure = failure
 
     async def probe_storage(self) -> ProbeResult:
         return self.probe
 
-    async def begin_consent(self, **_: object) -> FrozenAttempt:
+    async def begin_consent(self, **_: Any) -> ConsentAttempt:
         return FrozenAttempt(self.failure)
 
 
@@ -632,15 +635,16 @@ def frozen_app(probe_ok: bool = True, failure: Exception | None = None) -> Conse
             "in to a plain 0600 file.",
         )
     )
-    service = cast(Service, FrozenService())
+    # The real Service for a fixed home folder: the screen shows where the file store would be.
+    service = Service(Paths(Path("/home/deploy/.config/xero-tui")))
     draft = ConnectionDraft(
         Kind.WEB,
-        "0123456789ABCDEF0123456789ABCDEF",
+        FROZEN_CLIENT_ID,
         None,
         FROZEN_REDIRECT,
         default_scopes(Kind.WEB),
     )
-    session = cast(ConnectSession, FrozenSession(draft, probe, failure))
+    session = FrozenSession(service, draft, probe, failure)
     return ConsentApp(lambda: ConsentScreen(service, session, clock=lambda: 0.0))
 
 
