@@ -196,6 +196,27 @@ def test_load_of_1000_connections_is_fast(store: ConfigStore) -> None:
     assert update_seconds < 2.0, update_seconds
 
 
+def test_a_hand_edit_of_a_large_config_is_read_at_once(store: ConfigStore, paths: Paths) -> None:
+    """Whatever is read is the file as it is now: nothing parsed earlier is served instead."""
+
+    def fill(config: Config) -> None:
+        config.grants["g1"] = make_grant()
+        for index in range(1000):
+            name = f"Organisation {index:04d} Ltd"
+            config.connections[name] = make_connection(name)
+
+    store.update(fill)
+    assert store.load().connections["Organisation 0007 Ltd"].tenant_name != "Edited by hand"
+    text = paths.config_file.read_text()
+    edited = text.replace(
+        'tenant_name = "Organisation 0007 Ltd"', 'tenant_name = "Edited by hand"', 1
+    )
+    assert edited != text
+    paths.config_file.write_text(edited)
+    assert store.load().connections["Organisation 0007 Ltd"].tenant_name == "Edited by hand"
+    assert set(paths.config_dir.iterdir()) <= {paths.config_file, paths.lock_dir}
+
+
 # --- modes --------------------------------------------------------------------------------
 
 
