@@ -42,11 +42,17 @@ FILTER_KEYS = [
 ]
 
 
-def home_rows(count: int) -> list[tuple[str, str, str, str, str]]:
-    """What the home table shows for the benchmark's generated connections."""
+def home_rows() -> list[tuple[str, str, str, str, str]]:
+    """What the home table shows, read from the same `config.toml` the app reads (with tomllib,
+    as the app does): the rows come from the file on both sides."""
+    import tomllib
+
+    path = os.path.join(os.environ["XERO_TUI_CONFIG_DIR"], "config.toml")
+    with open(path, "rb") as file:
+        connections = tomllib.load(file).get("connections", {})
     return [
-        (f"Client {i:04d}", f"Organisation {i:04d} Trading Ltd", "Web app", "ok", "keyring")
-        for i in range(count)
+        (name, conn["tenant_name"], conn["kind"], conn.get("status", "ok"), "keyring")
+        for name, conn in connections.items()
     ]
 
 
@@ -117,7 +123,7 @@ def home(side: str, count: int) -> dict[str, Any]:
             def on_mount(self) -> None:
                 table = self.query_one(DataTable)
                 table.add_columns(*COLUMNS)
-                table.add_rows(home_rows(count))
+                table.add_rows(home_rows())
 
         app = BareTable()
 
