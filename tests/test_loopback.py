@@ -446,6 +446,29 @@ async def test_replay_rejected_after_accepted_callback(make: Make) -> None:
     assert can_bind_without_reuse(listener.port)
 
 
+async def test_a_second_callback_on_a_connection_opened_earlier_is_refused(make: Make) -> None:
+    """A browser may open a connection ahead (a prefetch) and send on it later: once a callback
+    is accepted, a second one there gets 400 and leaves the first browser's page alone."""
+    listener = await make()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        async with client() as c:
+            task = asyncio.create_task(c.get(good(listener)))
+            result = await asyncio.wait_for(listener.wait(), 5)
+            writer.write(get(f"/callback?code=another-code&state={STATE}"))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 400 ")
+            await listener.complete(True, "ok")
+            resp = await task
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert result.code == CODE
+    assert resp.status_code == 200 and CONNECTED_TEXT in resp.text
+
+
 # --- Property 13: timeout and cancel free the port ----------------------------------------------
 
 
