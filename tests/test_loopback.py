@@ -479,7 +479,7 @@ async def test_timeout_frees_port(make: Make) -> None:
     stray.write(b"GET /call")
     began = time.monotonic()
     with pytest.raises(ConsentTimeout) as info:
-        await listener.wait()
+        await asyncio.wait_for(listener.wait(), 5)
     assert 0.4 < time.monotonic() - began < 2.0
     message = str(info.value)
     assert "Timed out after 0.5 seconds" in message

@@ -285,7 +285,11 @@ def _top(modules: dict[str, int], count: int = 12) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="two runs each (CI); names missed targets without failing")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="two runs each (CI); names missed targets without failing",
+    )
     parser.add_argument("--only", nargs="+", metavar="WORD", help="scenarios whose name has WORD")
     args = parser.parse_args(argv)
     quick = args.quick
