@@ -58,7 +58,7 @@ SECRETS = "xero_tui/core/secrets.py"
 LOOPBACK = "xero_tui/core/loopback.py"
 FSUTIL = "xero_tui/core/fsutil.py"
 CONFIG = "xero_tui/core/config.py"
-SERVICE = "xero_tui/core/service.py"
+TOKENS = "xero_tui/core/tokens.py"
 
 CONFIG_TESTS = ("tests/test_config.py",)
 SECRETS_TESTS = ("tests/test_secrets.py",)
@@ -245,26 +245,26 @@ MUTANTS = (
         "            elif text is None:\n                tighten_file(path)",
         CONFIG_TESTS,
     ),
-    # The refresh path (security.md 20-24), found by text: its module is being reorganised.
+    # The refresh path (security.md 20-24).
     Mutant(
         "refresh: another process's rotation is not reused",
-        SERVICE,
+        TOKENS,
         "(rotated or not force)",
         "not force",
         ("tests/stress/test_concurrent_refresh.py",),
     ),
     Mutant(
         "refresh: invalid_grant does not mark the connection",
-        SERVICE,
-        "await _in_thread(self._mark, grant.grant_id, Status.NEEDS_RECONNECT)\n",
+        TOKENS,
+        "await in_thread(mark, ctx, grant.grant_id, Status.NEEDS_RECONNECT)\n",
         "pass\n",
         ("tests/test_cli.py::test_invalid_grant_marks_needs_reconnect_and_keeps_config",),
     ),
     Mutant(
         "refresh: the new tokens are handed out without being stored",
-        SERVICE,
-        "await _in_thread(self.secrets.put_tokens, grant.grant_id, fresh)\n",
-        "pass\n",
+        TOKENS,
+        "await _store_rotated(ctx, conn, grant.grant_id, stored, fresh)\n",
+        "\n",
         ("tests/test_cli.py::test_cached_token_makes_no_refresh_and_force_refresh_rotates",),
     ),
 )
