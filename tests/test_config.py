@@ -24,15 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.procs import DROP_ROOT_FILE_CAPS, wait_gone
+from tests.support.saved import WHEN, make_connection, make_grant
 from xero_tui.core.config import Config, ConfigStore, dump, parse
 from xero_tui.core.errors import ConfigError, StorageError
-from xero_tui.core.fsutil import atomic_write, remove_stale_temps
+from xero_tui.core.fsutil import atomic_write, ensure_private_dir, remove_stale_temps
 from xero_tui.core.locks import file_lock
-from xero_tui.core.models import Connection, Grant, Kind, Status
+from xero_tui.core.models import Kind, Status
 from xero_tui.core.paths import Paths
 
-WHEN = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
-SCOPES = ("offline_access", "openid", "profile", "email", "accounting.contacts")
 NAMES = [
     "Acme Ltd",
     "Acme.Ltd.v2",
@@ -53,30 +52,6 @@ def paths(isolated_env: Path) -> Paths:
 @pytest.fixture
 def store(paths: Paths) -> ConfigStore:
     return ConfigStore(paths)
-
-
-def make_grant(grant_id: str = "g1", **changes: object) -> Grant:
-    grant = Grant(grant_id, Kind.WEB, "client-1", SCOPES, WHEN)
-    for key, value in changes.items():
-        setattr(grant, key, value)
-    return grant
-
-
-def make_connection(name: str, grant_id: str = "g1", **changes: object) -> Connection:
-    conn = Connection(
-        name=name,
-        kind=Kind.WEB,
-        client_id="client-1",
-        tenant_id=f"tenant-{abs(hash(name)) % 10_000}",
-        tenant_name=name,
-        grant_id=grant_id,
-        scopes=SCOPES,
-        connection_id="conn-1",
-        created=WHEN,
-    )
-    for key, value in changes.items():
-        setattr(conn, key, value)
-    return conn
 
 
 def sample_config() -> Config:
@@ -221,6 +196,27 @@ def test_load_of_1000_connections_is_fast(store: ConfigStore) -> None:
     assert update_seconds < 2.0, update_seconds
 
 
+def test_a_hand_edit_of_a_large_config_is_read_at_once(store: ConfigStore, paths: Paths) -> None:
+    """Whatever is read is the file as it is now: nothing parsed earlier is served instead."""
+
+    def fill(config: Config) -> None:
+        config.grants["g1"] = make_grant()
+        for index in range(1000):
+            name = f"Organisation {index:04d} Ltd"
+            config.connections[name] = make_connection(name)
+
+    store.update(fill)
+    assert store.load().connections["Organisation 0007 Ltd"].tenant_name != "Edited by hand"
+    text = paths.config_file.read_text()
+    edited = text.replace(
+        'tenant_name = "Organisation 0007 Ltd"', 'tenant_name = "Edited by hand"', 1
+    )
+    assert edited != text
+    paths.config_file.write_text(edited)
+    assert store.load().connections["Organisation 0007 Ltd"].tenant_name == "Edited by hand"
+    assert set(paths.config_dir.iterdir()) <= {paths.config_file, paths.lock_dir}
+
+
 # --- modes --------------------------------------------------------------------------------
 
 
@@ -286,7 +282,7 @@ _WRITER_ZYGOTE = """
 import os, signal, sys
 from pathlib import Path
 from xero_tui.core.config import ConfigStore, parse
-from xero_tui.core.fsutil import atomic_write, remove_stale_temps
+from xero_tui.core.fsutil import atomic_write, ensure_private_dir, remove_stale_temps
 from xero_tui.core.locks import file_lock
 from xero_tui.core.paths import Paths
 
@@ -455,6 +451,78 @@ def test_update_waits_for_the_lock_and_names_it_on_timeout(paths: Paths) -> None
         )
         assert store.load().grants  # readers need no lock
     assert "X" not in store.load().connections
+
+
+def test_the_config_lock_is_never_opened_through_a_symlink(
+    store: ConfigStore, paths: Paths, tmp_path: Path
+) -> None:
+    """A lock file planted as a symlink (security.md 46) stops the write; its target is untouched."""
+    target = tmp_path / "someone-elses-file"
+    target.write_text("theirs")
+    paths.lock_dir.mkdir(parents=True)
+    paths.config_lock.symlink_to(target)
+    with pytest.raises(StorageError, match="Could not lock"):
+        store.update(lambda config: setattr(config, "secret_storage", "file"))
+    assert target.read_text() == "theirs"
+    assert not paths.config_file.exists()
+
+
+def test_a_symlinked_config_is_written_through_the_link(
+    store: ConfigStore, paths: Paths, tmp_path: Path
+) -> None:
+    """A config.toml kept in a dotfiles checkout stays a link to it (security.md 46)."""
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir(mode=0o700)
+    kept = dotfiles / "xero-tui.toml"
+    kept.write_text("schema = 1\n")
+    paths.config_dir.mkdir(parents=True, mode=0o700)
+    paths.config_file.symlink_to(kept)
+    store.update(lambda config: setattr(config, "secret_storage", "file"))
+    assert paths.config_file.is_symlink() and paths.config_file.resolve() == kept
+    assert 'secret_storage = "file"' in kept.read_text()
+
+
+def test_the_mode_is_given_when_the_file_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only set afterwards: the bytes never sit in a looser file (security.md 30, 33)."""
+    at_creation: list[int] = []
+    fchmod = os.fchmod
+
+    def noting_fchmod(fd: int, mode: int) -> None:
+        at_creation.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", noting_fchmod)
+    umask = os.umask(0)
+    try:
+        atomic_write(tmp_path / "secrets.toml", b"secret")
+    finally:
+        os.umask(umask)
+    assert at_creation == [0o600]
+    assert stat.S_IMODE((tmp_path / "secrets.toml").stat().st_mode) == 0o600
+
+
+def test_a_change_that_would_not_read_back_is_not_written(store: ConfigStore, paths: Paths) -> None:
+    def add(config: Config) -> None:
+        config.grants["g1"] = make_grant()
+        config.connections["Acme"] = make_connection("Acme")
+
+    store.update(add)
+    before = paths.config_file.read_bytes()
+    with pytest.raises(ConfigError, match="would not read back"):
+        store.update(lambda config: setattr(config.connections["Acme"], "tenant_name", ""))
+    assert paths.config_file.read_bytes() == before
+    assert store.load().connections["Acme"].tenant_name == "Acme"
+
+
+def test_a_new_private_dir_is_0700_whatever_the_umask(tmp_path: Path) -> None:
+    umask = os.umask(0o277)
+    try:
+        ensure_private_dir(tmp_path / "config")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "config").stat().st_mode) == 0o700
 
 
 def test_stale_temps_are_removed_only_when_no_writer_holds_the_lock(

@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.test_tui_consent import (
+from tests.support.net import port_is_free
+from tests.support.tui import (
     ConsentApp,
     consent_screen,
     no_display_env,
-    port_is_free,
     until_dismissed,
     until_phase,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import json
 import shutil
@@ -20,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.net import free_port
+from tests.support.capability import missing
+from tests.support.net import V6, can_bind_without_reuse, free_port
 from xero_tui.core import loopback
 from xero_tui.core.errors import (
     EXIT_LOCAL,
@@ -45,36 +45,6 @@ from xero_tui.core.loopback import (
 STATE = "St4te-7f3a9c0e5b1d4e2a8c6b0d9f1e3a5c7b"
 CODE = "C0de-Zq81xWvT5kLmN0pQrS2uYb"
 SESSION = "sess-9c8b7a"
-HAS_V6 = socket.has_ipv6
-
-
-def _v6_loopback() -> bool:
-    if not HAS_V6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-V6 = _v6_loopback()
-
-
-def can_bind_without_reuse(port: int) -> bool:
-    """A fresh socket WITHOUT SO_REUSEADDR binds the port: nothing (not even TIME_WAIT) holds it."""
-    families = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if V6 else [])
-    for family, host in families:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-            try:
-                s.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return False
-                raise
-    return True
 
 
 Make = Callable[..., Awaitable[CallbackListener]]
@@ -222,7 +192,7 @@ async def test_listener_binds_loopback_only(make: Make) -> None:
 async def test_listener_refuses_non_loopback_address_of_host(make: Make) -> None:
     addrs = _non_loopback_addresses()
     if not addrs:
-        pytest.skip("this host has no non-loopback address to try")
+        missing("this host has no non-loopback address to try")
     listener = await make()
     for addr in addrs:
         with pytest.raises(ConnectionRefusedError):
@@ -233,7 +203,7 @@ async def test_listener_refuses_non_loopback_address_of_host(make: Make) -> None
 
 async def test_listener_answers_on_ipv6_loopback_for_localhost(make: Make) -> None:
     if not V6:
-        pytest.skip("no IPv6 loopback on this host")
+        missing("no IPv6 loopback on this host")
     listener = await make()
     resp = await raw(listener.port, get("/favicon.ico"), host="::1")
     assert resp.status == 404
@@ -241,7 +211,7 @@ async def test_listener_answers_on_ipv6_loopback_for_localhost(make: Make) -> No
 
 async def test_listener_ipv6_redirect_uri(make: Make) -> None:
     if not V6:
-        pytest.skip("no IPv6 loopback on this host")
+        missing("no IPv6 loopback on this host")
     listener = await make(host="::1")
     assert listener.redirect_uri.startswith("http://[::1]:")
     async with client() as c:
@@ -289,7 +259,7 @@ async def test_listener_bound_before_url_shown_and_never_rebound(make: Make) -> 
 @pytest.mark.parametrize("occupant", ["loopback", "wildcard-reuseaddr", "ipv6-only"])
 async def test_port_in_use_fails_fast_naming_port(occupant: str) -> None:
     if occupant == "ipv6-only" and not V6:
-        pytest.skip("no IPv6 loopback on this host")
+        missing("no IPv6 loopback on this host")
     family, host = {
         "loopback": (socket.AF_INET, "127.0.0.1"),
         "wildcard-reuseaddr": (socket.AF_INET, "0.0.0.0"),
@@ -517,6 +487,29 @@ async def test_replay_rejected_after_accepted_callback(make: Make) -> None:
     assert can_bind_without_reuse(listener.port)
 
 
+async def test_a_second_callback_on_a_connection_opened_earlier_is_refused(make: Make) -> None:
+    """A browser may open a connection ahead (a prefetch) and send on it later: once a callback
+    is accepted, a second one there gets 400 and leaves the first browser's page alone."""
+    listener = await make()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        async with client() as c:
+            task = asyncio.create_task(c.get(good(listener)))
+            result = await asyncio.wait_for(listener.wait(), 5)
+            writer.write(get(f"/callback?code=another-code&state={STATE}"))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 400 ")
+            await listener.complete(True, "ok")
+            resp = await task
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert result.code == CODE
+    assert resp.status_code == 200 and CONNECTED_TEXT in resp.text
+
+
 # --- Property 13: timeout and cancel free the port ----------------------------------------------
 
 
@@ -527,7 +520,7 @@ async def test_timeout_frees_port(make: Make) -> None:
     stray.write(b"GET /call")
     began = time.monotonic()
     with pytest.raises(ConsentTimeout) as info:
-        await listener.wait()
+        await asyncio.wait_for(listener.wait(), 5)
     assert 0.4 < time.monotonic() - began < 2.0
     message = str(info.value)
     assert "Timed out after 0.5 seconds" in message

@@ -14,7 +14,7 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -392,6 +392,20 @@ def test_file_store_puts_many_values_in_one_write_and_reads_them_back(tmp_path: 
         "client-secret:a": None,
         "grant:g": None,
     }
+
+
+def test_file_store_write_that_is_not_kept_is_an_error(tmp_path: Path) -> None:
+    """The plain file is read back after every write too (security.md 29)."""
+
+    class LosingFileStore(FileStore):
+        def _modify(self, change: Callable[[dict[str, str]], None]) -> None:
+            """The write is lost: the file stays as it was."""
+
+    store = LosingFileStore(Paths(tmp_path / "cfg"))
+    with pytest.raises(StorageError, match="did not keep the value for client-secret:a"):
+        store.put_many({"client-secret:a": CLIENT_SECRET, "grant:g": "{}"})
+    with pytest.raises(StorageError, match="did not keep"):
+        store.put_tokens("g", TokenSet("access", time.time() + 600, "refresh"))
 
 
 def test_keyring_deletes_many_keys_and_says_which_it_could_not() -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.session import connect_new
-from tests.test_cli import free_port
-from tests.test_loopback import can_bind_without_reuse
+from tests.support.net import can_bind_without_reuse, free_port
+from tests.support.saved import CUSTOM_ID, WEB_ID, connect, save_offline, save_three_connections
 from xero_tui.core import loopback
 from xero_tui.core.config import Config
 from xero_tui.core.connect import ConnectSession
@@ -23,17 +22,6 @@ from xero_tui.core.service import Service
 from xero_tui.core.tokens import REFRESH_RECORD_STEP
 from xero_tui.emulator import Emulator
 from xero_tui.emulator.consent import answer_consent
-
-
-async def connect(svc: Service, emu: Emulator, name: str = "acme") -> ConnectionDraft:
-    client = emu.web_client
-    redirect = f"http://localhost:{free_port()}/callback"
-    emu.register_client(client.client_id, client.client_secret, Kind.WEB, redirect_uris=(redirect,))
-    draft = ConnectionDraft(
-        Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
-    )
-    await connect_new(svc, draft, name)
-    return draft
 
 
 async def test_test_reads_the_organisation(emulator: Emulator) -> None:
@@ -233,24 +221,6 @@ async def test_a_pasted_token_check_that_fails_after_the_refresh_keeps_the_new_t
 
 
 # Switching to the plain-file store ------------------------------------------------------------
-
-WEB_ID = "0123456789abcdef0123456789abcdef"
-CUSTOM_ID = "fedcba9876543210fedcba9876543210"
-
-
-def save_offline(svc: Service, name: str, kind: Kind, client_id: str, tenant: str) -> str:
-    """A saved connection without Xero: the secrets go wherever `svc` keeps them."""
-    from xero_tui.core.models import TokenSet
-
-    draft = ConnectionDraft(
-        kind, client_id, f"secret-of-{name}", "http://localhost:8080/callback", ("openid",)
-    )
-    tokens = TokenSet(f"access-of-{name}", time.time() + 1800, f"refresh-of-{name}", ("openid",))
-    outcome = ConsentOutcome(tokens, (Tenant(f"c-{tenant}", tenant, f"Org {tenant}"),), frozenset())
-    session = ConnectSession(svc, draft, name)
-    session.outcome = outcome
-    [conn] = session.save(outcome.tenants)
-    return conn.grant_id
 
 
 def test_switching_to_the_file_store_moves_the_keyring_secrets() -> None:
@@ -522,8 +492,6 @@ async def test_async_calls_keep_config_writes_and_keyring_calls_off_the_event_lo
 
 
 def test_the_secret_store_follows_a_switch_made_by_another_process() -> None:
-    from tests.test_tui_app import save_three_connections
-
     svc = save_three_connections()
     assert svc.secrets.kind == "keyring"
     assert all(h.secret_missing for h in svc.health())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_service import connect
+from tests.support.saved import connect
 from xero_tui.core import tokens
 from xero_tui.core.errors import EXIT_NOT_STORED, StorageError, TokenNotStored
 from xero_tui.core.models import TokenSet

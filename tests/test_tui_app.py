@@ -6,30 +6,40 @@ over HTTP, as a person in a browser would.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import io
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import keyring
 import pytest
-from rich.console import Console
 from textual import constants
 from textual.binding import BindingType
 from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, DataTable, Input, RadioButton, Select, Static
 
 from tests.support.keyring_faults import HangingKeyring, RaisingKeyring
+from tests.support.saved import connect, save_three_connections
+from tests.support.tui import (
+    SIZE,
+    fill,
+    form,
+    new_custom_connection_form,
+    run_from_palette,
+    screen_text,
+    wait_for,
+)
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.config import Config
 from xero_tui.core.models import Kind, Status, TokenSet
 from xero_tui.core.secrets import KeyringStore
 from xero_tui.core.service import Service
 from xero_tui.emulator import DemoClient, Emulator
+from xero_tui.emulator.consent import answer_consent
 from xero_tui.screens.checklist import ChecklistScreen, steps_for
 from xero_tui.screens.confirm import DeleteScreen, YesNoScreen
 from xero_tui.screens.connections import ConnectionsScreen
@@ -40,59 +50,11 @@ from xero_tui.screens.test_result import TestResultScreen
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_SCRIPT = ROOT / "tests" / "support" / "browser_script.py"
-SIZE = (100, 36)
-
-
-async def wait_for(
-    pilot: Pilot[None], condition: Callable[[], object], timeout: float = 15
-) -> None:
-    """Let the app run until `condition()` holds (workers and the browser run meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            shown = screen_text(pilot.app) if isinstance(pilot.app, XeroTuiApp) else ""
-            raise AssertionError(f"timed out on {pilot.app.screen!r}:\n{shown}")
-        await pilot.pause(0.05)
-
-
-def screen_text(app: XeroTuiApp) -> str:
-    """Everything the terminal shows right now, as plain text."""
-    width, height = app.size
-    console = Console(
-        width=width, height=height, file=io.StringIO(), force_terminal=True, record=True
-    )
-    console.print(
-        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
-    )
-    return console.export_text()
 
 
 def home(app: XeroTuiApp) -> ConnectionsScreen:
     screen = app.screen
     assert isinstance(screen, ConnectionsScreen)
-    return screen
-
-
-def form(app: XeroTuiApp) -> FormScreen:
-    screen = app.screen
-    assert isinstance(screen, FormScreen)
-    return screen
-
-
-def fill(screen: FormScreen, **values: str) -> None:
-    for field, value in values.items():
-        screen.query_one(f"#{field.replace('_', '-')}", Input).value = value
-
-
-async def new_custom_connection_form(app: XeroTuiApp, pilot: Pilot[None]) -> FormScreen:
-    """From home: a new connection, with Custom connection chosen as the app type."""
-    await pilot.pause()
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-    screen = form(app)
-    for button in screen.query("#kind RadioButton").results(RadioButton):
-        button.value = button.name == Kind.CUSTOM.value
-    await pilot.pause()
     return screen
 
 
@@ -155,22 +117,6 @@ async def test_home_shows_a_corrupt_config_instead_of_crashing(isolated_env: Pat
         await wait_for(pilot, lambda: "config.toml line 2" in screen_text(app))
         await app.workers.wait_for_complete()
     assert (isolated_env / "config.toml").read_text() == "schema = 1\n[connections\n"
-
-
-def save_three_connections() -> Service:
-    """A keyring-backed config with three connections, written without touching the keyring."""
-    from tests.test_config import make_connection, make_grant
-
-    service = Service()
-
-    def fill(config: Config) -> None:
-        config.secret_storage = "keyring"
-        config.grants["g1"] = make_grant("g1")
-        for name in ("Alpha", "Bravo", "Charlie"):
-            config.connections[name] = make_connection(name)
-
-    service.store.update(fill)
-    return service
 
 
 @pytest.fixture
@@ -273,6 +219,22 @@ async def test_token_key_is_hidden_while_the_tokens_are_missing() -> None:
         assert "Token" not in screen_text(app)
 
 
+async def test_palette_runs_the_home_screens_and_the_apps_commands() -> None:
+    app = XeroTuiApp(save_three_connections())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "Bravo" in screen_text(app))
+        await run_from_palette(pilot, "delete br", "Delete Bravo")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeleteScreen))
+        dialog = app.screen
+        assert isinstance(dialog, DeleteScreen) and dialog.connection.name == "Bravo"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConnectionsScreen))
+        await run_from_palette(pilot, "checklist", "Create the Xero app (checklist)")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChecklistScreen))
+        await app.workers.wait_for_complete()
+    assert len(Service().connections()) == 3
+
+
 async def test_quit_asks_nothing_without_a_consent_in_flight() -> None:
     app = XeroTuiApp(Service())
     async with app.run_test(size=SIZE) as pilot:
@@ -297,6 +259,45 @@ async def test_quit_asks_while_a_consent_is_in_flight() -> None:
             await pilot.press("tab", "enter")
             await pilot.pause()
         assert not app.is_running
+
+
+async def test_consent_that_finishes_under_the_quit_question_waits_for_its_answer(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        await pilot.press(*"acme")
+        fill(
+            form(app),
+            client_id=emulator.web_client.client_id,
+            client_secret=emulator.web_client.client_secret or "",
+            redirect_uri=free_redirect_uri(emulator, emulator.web_client),
+        )
+        await pilot.press("ctrl+g")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ConsentScreen) and app.screen.attempt is not None
+        )
+        screen = app.screen
+        assert isinstance(screen, ConsentScreen) and screen.attempt is not None
+        url = screen.attempt.url
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, YesNoScreen))
+        question = app.screen
+        # Xero redirects back while the question is up; the loopback page answers only once
+        # the code has been exchanged, so the consent has its outcome when this returns.
+        await asyncio.to_thread(answer_consent, url, follow_redirect=True)
+        await wait_for(pilot, lambda: screen.attempt is None)
+        await pilot.pause(0.3)
+        assert app.screen is question and app.screen_stack[-2] is screen
+        await pilot.press("enter")  # Stay
+        await wait_for(pilot, lambda: isinstance(app.screen, OrganisationsScreen))
+        assert app.is_running
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
 
 
 async def test_banner_when_endpoints_are_overridden(emulator: Emulator) -> None:
@@ -807,8 +808,6 @@ def test_links_are_osc8_for_https_only() -> None:
 
 
 async def test_delete_of_a_connection_removed_elsewhere_says_so(emulator: Emulator) -> None:
-    from tests.test_service import connect
-
     service = Service()
     await connect(service, emulator, "Gone soon")
     app = XeroTuiApp(service)

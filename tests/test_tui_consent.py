@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -20,13 +18,26 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from tests.support.net import free_port
+from tests.support.net import free_port, port_is_free
+from tests.support.saved import WEB_ID, save_offline
+from tests.support.tui import (
+    ConsentApp,
+    consent,
+    consent_screen,
+    no_display_env,
+    until_dismissed,
+    until_phase,
+    wait_for,
+)
 from xero_tui.core import browser
 from xero_tui.core.browser import LAUNCH_FAILED, OPENED, SSH_SESSION, LaunchPlan
 from xero_tui.core.connect import ConnectSession
-from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
-from xero_tui.core.errors import CallbackError, ConsentCancelled, OAuthError
+from xero_tui.core.consent import ConnectionDraft, ConsentAttempt, ConsentOutcome
+from xero_tui.core.errors import ConsentCancelled, OAuthError
+from xero_tui.core.loopback import CallbackListener, CallbackResult
 from xero_tui.core.models import Kind, default_scopes
+from xero_tui.core.oauth import AuthRequest
+from xero_tui.core.paths import Paths
 from xero_tui.core.secrets import ProbeResult, probe_keyring
 from xero_tui.core.service import Service
 from xero_tui.demo import DemoContext
@@ -38,16 +49,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BROWSER_SCRIPT = (
     f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests/support/browser_script.py'))} %s"
 )
-UNSET = object()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def python_browser(code: str) -> str:
@@ -69,14 +70,6 @@ def web_draft(emu: Emulator) -> ConnectionDraft:
     )
 
 
-def no_display_env(**extra: str) -> dict[str, str]:
-    """A terminal with no graphical display and no BROWSER: nothing is launched."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env.pop("BROWSER", None)
-    env.update(extra)
-    return env
-
-
 class PhaseRecorder(ConsentScreen):
     """Keeps every phase and status line, however briefly each was shown."""
 
@@ -94,56 +87,8 @@ class PhaseRecorder(ConsentScreen):
         super()._status(text)
 
 
-class ConsentApp(App[None]):
-    """Pushes the consent screen and keeps what it dismissed with."""
-
-    # The app's own stylesheet too, as in xero-tui: its rules reach this screen as well.
-    CSS_PATH = ROOT / "xero_tui" / "app.tcss"
-
-    def __init__(self, make: Callable[[], ConsentScreen]) -> None:
-        super().__init__()
-        self.make = make
-        self.result: object = UNSET
-
-    def on_mount(self) -> None:
-        self.push_screen(self.make(), self._done)
-
-    def _done(self, outcome: ConsentOutcome | None) -> None:
-        self.result = outcome
-
-
-def consent(app: App[None]) -> ConsentScreen:
-    screen = app.screen
-    assert isinstance(screen, ConsentScreen), screen
-    return screen
-
-
 def text_of(app: App[None], selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
-
-
-async def until(pilot: Pilot[None], check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check}")
-        await pilot.pause(0.02)
-
-
-async def until_phase(pilot: Pilot[None], phase: str, timeout: float = 10.0) -> ConsentScreen:
-    app = pilot.app
-    await until(
-        pilot,
-        lambda: isinstance(app.screen, ConsentScreen) and app.screen.phase == phase,
-        timeout,
-    )
-    return consent(app)
-
-
-async def until_dismissed(pilot: Pilot[None], timeout: float = 10.0) -> object:
-    app = cast(ConsentApp, pilot.app)
-    await until(pilot, lambda: app.result is not UNSET, timeout)
-    return app.result
 
 
 async def test_browser_completes_consent_and_dismisses_with_the_outcome(
@@ -385,7 +330,7 @@ async def test_countdown_follows_the_clock_and_the_redirect_hint_appears(
         assert dialog.border_subtitle == "Waiting for Xero: 5:00 left"
         assert not screen.query_one("#consent-hint").display
         now[0] += 61
-        await until(pilot, lambda: dialog.border_subtitle == "Waiting for Xero: 3:59 left")
+        await wait_for(pilot, lambda: dialog.border_subtitle == "Waiting for Xero: 3:59 left")
         assert screen.query_one("#consent-hint").display
         assert "Invalid redirect_uri" in text_of(app, "#consent-hint")
         await pilot.press("escape")
@@ -449,7 +394,6 @@ async def test_switching_to_a_file_says_which_saved_connections_it_could_not_mov
     emulator: Emulator,
 ) -> None:
     from tests.support.keyring_faults import MemoryKeyring
-    from tests.test_service import WEB_ID, save_offline
     from xero_tui.core.secrets import KeyringStore
 
     # Saved while the keyring worked; now it has none to give.
@@ -560,7 +504,7 @@ async def test_a_failed_demo_approve_says_why_in_a_sentence(
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await until_phase(pilot, "waiting")
         await pilot.press("a")
-        await until(pilot, lambda: bool(app._notifications))
+        await wait_for(pilot, lambda: bool(app._notifications))
         [note] = list(app._notifications)
         assert note.message == sentence and note.severity == "error"
         assert screen.phase == "waiting"
@@ -577,7 +521,7 @@ async def test_a_failed_demo_approve_is_shown_as_plain_text(emulator: Emulator) 
     async with app.run_test(size=(80, 24)) as pilot:
         await until_phase(pilot, "waiting")
         await pilot.press("a")
-        await until(pilot, lambda: bool(app._notifications))
+        await wait_for(pilot, lambda: bool(app._notifications))
         [note] = list(app._notifications)
         assert note.message == "The demo could not approve: Invalid [b]redirect_uri[/b] here"
         assert note.markup is False
@@ -617,84 +561,75 @@ async def test_the_demo_key_is_hidden_outside_demo_mode(emulator: Emulator) -> N
 # Snapshots: a frozen attempt, so the URL (with its random state), port and clock are fixed --------
 
 FROZEN_REDIRECT = "http://localhost:8719/callback"
+FROZEN_CLIENT_ID = "0123456789ABCDEF0123456789ABCDEF"
+FROZEN_STATE = "snapshot-state-not-random-0123456789abcdefg"
 FROZEN_URL = (
     "https://login.xero.com/identity/connect/authorize?response_type=code"
-    "&client_id=0123456789ABCDEF0123456789ABCDEF"
+    f"&client_id={FROZEN_CLIENT_ID}"
     "&redirect_uri=http%3A%2F%2Flocalhost%3A8719%2Fcallback"
-    "&scope="
-    + "%20".join(default_scopes(Kind.WEB))
-    + "&state=snapshot-state-not-random-0123456789abcdefg"
+    "&scope=" + "%20".join(default_scopes(Kind.WEB)) + f"&state={FROZEN_STATE}"
     "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
 )
 FROZEN_SSH = "ssh -p 2222 -L 8719:localhost:8719 deploy@203.0.113.10"
 
 
-class FrozenAttempt:
-    """Stands in for ConsentAttempt: fixed URL and port, waits until cancelled (or fails)."""
-
-    url = FROZEN_URL
-    port = 8719
-    plan = LaunchPlan(False, None, SSH_SESSION)
-    browser_note = SSH_SESSION
-    launched = False
-    ssh_command: str | None = FROZEN_SSH
-    tunnel_note = browser.tunnel_note(8719)
+class FrozenAttempt(ConsentAttempt):
+    """The real attempt with a fixed URL and port. Its listener is never bound (the port may be
+    in use on this machine) and its time does not run; it waits until cancelled, or fails."""
 
     def __init__(self, failure: Exception | None = None) -> None:
+        request = AuthRequest(
+            FROZEN_CLIENT_ID,
+            FROZEN_REDIRECT,
+            default_scopes(Kind.WEB),
+            FROZEN_STATE,
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            FROZEN_URL,
+        )
+        listener = CallbackListener(FROZEN_REDIRECT, FROZEN_STATE)
+        # Not bound, yet waiting for its answer as a started one does: a pasted URL is then
+        # judged by the listener's own rules.
+        listener._outcome = asyncio.get_running_loop().create_future()
+        super().__init__(request, listener, LaunchPlan(False, None, SSH_SESSION), FROZEN_SSH)
         self.failure = failure
         self.ended = asyncio.Event()
 
     def remaining(self) -> float:
-        return 300.0
+        return self.listener.timeout
 
-    async def wait(self) -> None:
+    async def wait(self) -> CallbackResult:
         if self.failure is not None:
             raise self.failure
         await self.ended.wait()
         raise ConsentCancelled("Cancelled; no connection was made.")
 
-    def submit_pasted_url(self, url: str) -> None:
-        if "state=" not in url:
-            raise CallbackError("That URL has no state, so it cannot be matched to this sign-in.")
-        raise CallbackError("That URL belongs to another attempt (state does not match).")
-
     def cancel(self) -> None:
+        super().cancel()
         self.ended.set()
 
     async def close(self) -> None:
+        await super().close()
         self.ended.set()
 
 
-def consent_screen(
-    service: Service,
-    draft: ConnectionDraft,
-    screen: type[ConsentScreen] = ConsentScreen,
-    **options: Any,
-) -> ConsentScreen:
-    """The consent screen for a new sign-in of `draft`, as the form opens it."""
-    return screen(service, ConnectSession(service, draft, "Consent test"), **options)
-
-
-class FrozenService:
-    """Stands in for Service: where the file store would be."""
-
-    paths = SimpleNamespace(secrets_file=Path("/home/deploy/.config/xero-tui/secrets.json"))
-
-
-class FrozenSession:
-    """Stands in for a ConnectSession: a fixed probe answer and the frozen attempt."""
+class FrozenSession(ConnectSession):
+    """The real connect session, with a fixed probe answer and the frozen attempt."""
 
     def __init__(
-        self, draft: ConnectionDraft, probe: ProbeResult, failure: Exception | None = None
+        self,
+        service: Service,
+        draft: ConnectionDraft,
+        probe: ProbeResult,
+        failure: Exception | None = None,
     ) -> None:
-        self.draft = draft
+        super().__init__(service, draft, "Snapshot")
         self.probe = probe
         self.failure = failure
 
     async def probe_storage(self) -> ProbeResult:
         return self.probe
 
-    async def begin_consent(self, **_: object) -> FrozenAttempt:
+    async def begin_consent(self, **_: Any) -> ConsentAttempt:
         return FrozenAttempt(self.failure)
 
 
@@ -704,15 +639,16 @@ def frozen_app(probe_ok: bool = True, failure: Exception | None = None) -> Conse
         if probe_ok
         else probe_keyring(backend=fail.Keyring())
     )
-    service = cast(Service, FrozenService())
+    # The real Service for a fixed home folder: the screen shows where the file store would be.
+    service = Service(Paths(Path("/home/deploy/.config/xero-tui")))
     draft = ConnectionDraft(
         Kind.WEB,
-        "0123456789ABCDEF0123456789ABCDEF",
+        FROZEN_CLIENT_ID,
         None,
         FROZEN_REDIRECT,
         default_scopes(Kind.WEB),
     )
-    session = cast(ConnectSession, FrozenSession(draft, probe, failure))
+    session = FrozenSession(service, draft, probe, failure)
     return ConsentApp(lambda: ConsentScreen(service, session, clock=lambda: 0.0))
 
 

@@ -10,15 +10,15 @@ from textual import constants, events
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from tests.test_service import connect
-from tests.test_tui_app import (
-    SIZE,
-    fill,
-    form,
-    new_custom_connection_form,
-    screen_text,
-    wait_for,
+from tests.support.saved import (
+    CUSTOM_ID,
+    WEB_ID,
+    connect,
+    make_connection,
+    save_offline,
+    save_three_connections,
 )
+from tests.support.tui import SIZE, fill, form, new_custom_connection_form, screen_text, wait_for
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.config import Config
 from xero_tui.core.models import Kind
@@ -260,8 +260,6 @@ async def test_a_check_that_fails_after_xero_rotated_keeps_the_new_token_and_ask
 async def test_an_opened_connection_saves_a_new_secret_but_not_a_new_app_without_a_sign_in() -> (
     None
 ):
-    from tests.test_service import CUSTOM_ID, WEB_ID, save_offline
-
     service = Service()
     # A custom connection's redirect URI plays no part, whatever was saved with it.
     save_offline(service, "own", Kind.CUSTOM, CUSTOM_ID, "t1")
@@ -315,29 +313,25 @@ class CountingService(Service):
 
 
 async def test_typing_a_name_reads_no_config_on_the_ui_thread() -> None:
-    from tests.test_tui_app import save_three_connections
-
     save_three_connections()
     service = CountingService()
     app = XeroTuiApp(service)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "Alpha" in screen_text(app))
         await app.workers.wait_for_complete()
+        # From before the form is pushed: the reads made while it mounts count too.
+        service.reads.clear()
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        service.reads.clear()
         await pilot.press(*"Alpha")
         await wait_for(pilot, lambda: "already exists" in screen_text(app))
+        assert service.reads, "the form never read the saved names"
         assert threading.main_thread().name not in service.reads
         # One saved meanwhile by another process is still caught on Save.
         await pilot.press("backspace", "backspace", "backspace", "backspace", "backspace")
         await pilot.press(*"Delta")
         await pilot.pause()
         assert "already exists" not in screen_text(app)
-        from tests.test_config import make_connection
-
         Service().store.update(lambda c: c.connections.update(Delta=make_connection("Delta")))
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "'Delta' already exists" in screen_text(app))

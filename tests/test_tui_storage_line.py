@@ -15,8 +15,13 @@ from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.screen import Screen
 
-from tests.test_tui_app import screen_text, wait_for
-from tests.test_tui_consent import consent_screen, no_display_env
+from tests.support.tui import (
+    consent_screen,
+    no_display_env,
+    run_from_palette,
+    screen_text,
+    wait_for,
+)
 from xero_tui.app import XeroTuiApp
 from xero_tui.core.consent import ConnectionDraft, ConsentOutcome
 from xero_tui.core.models import Kind, Tenant, TokenSet, default_scopes
@@ -185,11 +190,8 @@ async def test_where_things_live_reports_a_corrupt_config_instead_of_raising(
     app = XeroTuiApp(Service())
     async with app.run_test(size=(100, 36)) as pilot:
         await wait_for(pilot, lambda: "config.toml line 2" in screen_text(app))
-        command = next(
-            c for c in app.palette_commands() if c.title == "Where config and secrets live"
-        )
-        command.run()
-        await pilot.pause()
+        await run_from_palette(pilot, "where config", "Where config and secrets live")
+        await wait_for(pilot, lambda: app._notifications)
         notes = list(app._notifications)
         assert notes and notes[-1].severity == "error"
         assert "config.toml line 2" in notes[-1].message
@@ -203,11 +205,8 @@ async def test_where_things_live_names_the_config_and_the_store() -> None:
     app = XeroTuiApp(service)
     async with app.run_test(size=(100, 36)) as pilot:
         await pilot.pause()
-        command = next(
-            c for c in app.palette_commands() if c.title == "Where config and secrets live"
-        )
-        command.run()
-        await pilot.pause()
+        await run_from_palette(pilot, "where config", "Where config and secrets live")
+        await wait_for(pilot, lambda: app._notifications)
         message = list(app._notifications)[-1].message
         assert str(service.paths.config_file) in message
         assert f"plain file {service.paths.secrets_file}" in message

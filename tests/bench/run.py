@@ -6,8 +6,10 @@ pairs' ratios, so it holds on a busy machine. Process scenarios time the whole c
 scenarios run headless (`run_test`) in a fresh child process each. Everything runs against the emulator, in a temporary config dir with the
 file-backed test keyring; the user's own config and keyring are never touched.
 
-Exit status: 1 when a scenario fails to run or Textual/Rich reach the `token` path; in full mode
-also when a target is missed. `--quick` (CI) runs each scenario twice and only prints the table.
+Full mode is the check of the targets: its exit status is 1 when a target is missed. `--quick` (CI)
+runs each scenario twice, prints the table and names any target it missed, but a miss does not
+fail it. In both modes the exit status is 1 when a scenario fails to run or Textual/Rich reach
+the `token` path.
 """
 
 from __future__ import annotations
@@ -283,7 +285,11 @@ def _top(modules: dict[str, int], count: int = 12) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="two runs each (CI); never fails")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="two runs each (CI); names missed targets without failing",
+    )
     parser.add_argument("--only", nargs="+", metavar="WORD", help="scenarios whose name has WORD")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -427,8 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows, quick)
     broken = any(row.error is not None for row in rows)
     missed = [row.name for row in rows if not row.met and row.error is None]
-    if missed and not quick:
+    if missed:
         print(f"\nTargets missed: {', '.join(missed)}")
+        if quick:
+            # Two runs each on a shared machine: a hint, not a verdict; the full run decides.
+            print("(quick mode: not a check; `python -m tests.bench.run` measures these properly)")
     if broken or not clean:
         return 1
     return 0 if quick or not missed else 1

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.real.support import Tmux
+from tests.support.capability import missing
 from tests.support.cli import cli_env
 
 SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
@@ -35,21 +36,11 @@ KEYRING_PASSWORD = "xero-tui-test-password"
 _START_TIMEOUT = 10.0
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def _missing(what: str) -> None:
-    if in_ci():
-        pytest.fail(f"{what} (CI installs it in .ci/run, so it must be there)", pytrace=False)
-    pytest.skip(what)
-
-
 def require(binary: str, package: str) -> str:
     """The path of `binary`; skip (fail under CI=true) naming the Debian package when missing."""
     found = shutil.which(binary)
     if found is None:
-        _missing(f"{binary} not found: install the Debian package {package}")
+        missing(f"{binary} not found: install the Debian package {package}")
     assert found is not None
     return found
 
@@ -57,14 +48,14 @@ def require(binary: str, package: str) -> str:
 def require_module(module: str, hint: str) -> None:
     """Like `require`, for a Python package (from the `test` extra)."""
     if importlib.util.find_spec(module) is None:
-        _missing(f"the Python package {module} is not installed: {hint}")
+        missing(f"the Python package {module} is not installed: {hint}")
 
 
 def console_script() -> Path:
     """The installed `xero-tui` entry point beside this interpreter (what users run)."""
     script = Path(sys.executable).parent / "xero-tui"
     if not script.exists():
-        _missing(f"{script} is not installed: pip install -e '.[test]'")
+        missing(f"{script} is not installed: pip install -e '.[test]'")
     return script
 
 

@@ -96,10 +96,10 @@ def test_no_secret_leaks_anywhere(emu: Emulator) -> None:
         f"{len(secrets)} secret values (client secrets, refresh and access tokens issued) "
         f"searched in {files} files the app wrote, {outputs} captured outputs and error texts, "
         f"{svgs} snapshot/screenshot SVGs; the app writes no log",
-        len(secrets) * (files + outputs + svgs),
+        files + outputs + svgs,
         len(hits),
         clock.seconds,
     )
     assert len(secrets) > 10
-    assert files > 0 and outputs > 0
+    assert files > 0 and outputs > 0 and svgs > 0
     assert not hits, hits[:10]

@@ -8,12 +8,10 @@ version wrote, is reported and never overwritten.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -499,69 +497,6 @@ def parse(text: str, path: Path) -> Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# The parsed-config cache
-
-# tomllib takes over 100 ms for 1,000 connections (about 1 MB of TOML), so a config larger than
-# this is also kept parsed, as JSON, beside it; the cache is used only while the text is the same.
-CACHE_ABOVE = 64 * 1024
-_CACHE_VERSION = 1
-_MOMENTS = ("created", "last_refreshed")
-
-
-def _plain(record: Grant | Connection) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in fields(record):
-        value = getattr(record, item.name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[item.name] = value
-    return out
-
-
-def _revived(data: dict[str, Any]) -> dict[str, Any]:
-    for key in _MOMENTS:
-        if data.get(key) is not None:
-            data[key] = datetime.fromisoformat(data[key])
-    data["kind"] = Kind(data["kind"])
-    if "status" in data:
-        data["status"] = Status(data["status"])
-    data["scopes"] = tuple(data["scopes"])
-    return data
-
-
-def cache_text(text: str, config: Config) -> bytes:
-    body = {
-        "version": _CACHE_VERSION,
-        "text": text,
-        "schema": config.schema,
-        "secret_storage": config.secret_storage,
-        "grants": [_plain(g) for g in config.grants.values()],
-        "connections": [_plain(c) for c in config.connections.values()],
-    }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def from_cache(raw: bytes, text: str) -> Config | None:
-    """The config the cache holds for exactly `text`, or None (any doubt means parse again)."""
-    try:
-        body = json.loads(raw)
-        if body["version"] != _CACHE_VERSION or body["text"] != text:
-            return None
-        config = Config(schema=body["schema"], secret_storage=body["secret_storage"])
-        for data in body["grants"]:
-            grant = Grant(**_revived(data))
-            config.grants[grant.grant_id] = grant
-        for data in body["connections"]:
-            conn = Connection(**_revived(data))
-            config.connections[conn.name] = conn
-    except (ValueError, KeyError, TypeError):
-        return None
-    return config
-
-
-# ---------------------------------------------------------------------------------------------
 # The store
 
 
@@ -605,28 +540,7 @@ class ConfigStore:
         """The saved config (empty when there is no file); takes no lock."""
         self._clean_if_idle()
         text = self._read()
-        return Config() if text is None else self._parse(text)
-
-    def _parse(self, text: str) -> Config:
-        if len(text) < CACHE_ABOVE:
-            return parse(text, self.path)
-        cache = self.paths.config_cache
-        try:
-            cached = from_cache(cache.read_bytes(), text)
-        except OSError:
-            cached = None
-        if cached is not None:
-            return cached
-        config = parse(text, self.path)
-        self._save_cache(text, config)
-        return config
-
-    def _save_cache(self, text: str, config: Config) -> None:
-        if len(text) < CACHE_ABOVE:
-            return
-        # Only a speed-up: a config dir that cannot take it just parses the TOML each time.
-        with contextlib.suppress(ConfigError, OSError):
-            atomic_write(self.paths.config_cache, cache_text(text, config))
+        return Config() if text is None else parse(text, self.path)
 
     def update(self, change: Callable[[Config], T]) -> T:
         """Apply `change` to the freshest config under the cross-process lock and save it.
@@ -641,14 +555,14 @@ class ConfigStore:
         with file_lock(self.paths.config_lock, self.lock_timeout):
             remove_stale_temps(path)
             text = self._read()
-            config = Config() if text is None else self._parse(text)
+            config = Config() if text is None else parse(text, self.path)
             before = dump(config)
             result = change(config)
             try:
                 after = dump(config)
                 data = after.encode("utf-8")
                 # Never write what could not be read back.
-                written = parse(after, path)
+                parse(after, path)
             except (ValueError, TypeError, ConfigError) as exc:
                 raise ConfigError(
                     f"Could not write {path}: the new settings would not read back ({exc}); "
@@ -656,7 +570,6 @@ class ConfigStore:
                 ) from None
             if after != before:
                 atomic_write(path, data)
-                self._save_cache(after, written)
             elif text is not None:
                 tighten_file(path)
         return result

@@ -30,10 +30,6 @@ class Paths:
         return self.config_dir / "config.toml"
 
     @property
-    def config_cache(self) -> Path:
-        return self.config_dir / ".config-cache.json"
-
-    @property
     def secrets_file(self) -> Path:
         return self.config_dir / "secrets.toml"
 
