@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from xero_tui.core.errors import UsageError
+from xero_tui.core.errors import UsageError, is_hidden
 
 _CLIENT_ID = re.compile(r"[0-9A-Fa-f]{32}")
 # Connection names, derived ones (`NAME - Organisation`) included.
@@ -25,8 +25,13 @@ def check_name(value: str) -> str:
     value = value.strip()
     if not value:
         raise UsageError("Give the connection a name.")
-    if len(value) > MAX_NAME or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise UsageError(f"A connection name is at most {MAX_NAME} printable characters.")
+    # C0 and C1 controls, bidi and zero-width characters and line separators: a name shows as
+    # what it is, in every terminal, or it is refused.
+    if len(value) > MAX_NAME or any(is_hidden(ch) for ch in value):
+        raise UsageError(
+            f"A connection name is at most {MAX_NAME} printable characters (no control, bidi, "
+            "zero-width or line-separator characters)."
+        )
     return value
 
 
