@@ -60,3 +60,23 @@ def check_redirect_uri(value: str) -> str:
     if not parts.path or parts.path == "/":
         raise UsageError("The redirect URI needs a path, e.g. /callback.")
     return value
+
+
+def redirect_uri_note(value: str) -> str | None:
+    """A warning for a loopback redirect URI this machine can listen on but Xero may refuse.
+
+    Xero documents only `localhost` for plain-http redirect URIs; whether it accepts 127.0.0.1
+    or [::1] is not documented, so such a URI is allowed, with this sentence beside it.
+    """
+    try:
+        parts = urlsplit(value.strip())
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None
+    if host not in ("127.0.0.1", "::1"):
+        return None
+    instead = f"http://localhost{f':{port}' if port else ''}{parts.path}"
+    return (
+        f"Xero documents only localhost redirect URIs, not {parts.hostname}: if Xero says "
+        f"“Invalid redirect_uri”, register and use {instead} instead."
+    )

@@ -65,6 +65,17 @@ _GENERIC: dict[str, str] = {
     "invalid_request": "Xero rejected the request as malformed.",
 }
 
+# Where the same code means something else for one kind of request.
+_BY_CONTEXT: dict[tuple[str, str], str] = {
+    # Xero answers a Web (or PKCE) app that asks for client credentials with invalid_scope
+    # ("Client credentials scope validation failed"): not a granular-scope problem.
+    ("client_credentials", "invalid_scope"): (
+        f"Xero refused the {Kind.CUSTOM.label}'s scopes: the app is probably not a "
+        f"{Kind.CUSTOM.label} (Xero answers a {Kind.WEB.label} this way), or it may not use a "
+        f"scope asked for. Check the app's type and scopes at {MYAPPS_URL}."
+    ),
+}
+
 _INVALID_GRANT = {
     "code": (
         "Xero rejected the authorization code (it expired, was already used, or the redirect "
@@ -103,7 +114,7 @@ def oauth_error(error: str, description: str | None, context: str) -> OAuthError
         return NeedsReconnect(
             _INVALID_GRANT.get(context, _INVALID_GRANT["refresh"]), error, description
         )
-    message = _GENERIC.get(error)
+    message = _BY_CONTEXT.get((context, error)) or _GENERIC.get(error)
     if message is None:
         message = f"Xero refused the request: {error}" + (
             f" ({description})." if description else "."
