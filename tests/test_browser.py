@@ -207,19 +207,24 @@ def test_browser_launch_never_blocks_and_is_detached(
 def test_the_browser_child_inherits_no_secret_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A browser started from BROWSER gets no XERO_CLIENT_SECRET, no other XERO_ variable and
-    nothing named like a secret, and keeps what a graphical browser needs."""
+    """A browser started from BROWSER gets no XERO_CLIENT_SECRET and nothing else named like a
+    secret, and keeps what a graphical browser needs."""
     command, out = _recorder(tmp_path, 0)
     secrets = {
         "XERO_CLIENT_SECRET": "s3cr3t-client-secret",
-        "XERO_TUI_API_URL": "http://127.0.0.1:1",
+        "XERO_ACCESS_TOKEN": "eyJ.a.b",
         "GITHUB_TOKEN": "ghp_x",
         "AWS_SECRET_ACCESS_KEY": "aws-x",
         "MY_PASSWORD": "hunter2",
         "OPENAI_API_KEY": "sk-x",
         "PGPASSWORD": "pg-x",
     }
-    kept = {"DISPLAY": ":0", "XAUTHORITY": "/run/user/1000/xauth", "LANG": "C.UTF-8"}
+    kept = {
+        "DISPLAY": ":0",
+        "XAUTHORITY": "/run/user/1000/xauth",
+        "LANG": "C.UTF-8",
+        "XERO_TUI_TEST_CONSENT": "cancel",
+    }
     env = clean_env(monkeypatch, BROWSER=command, **secrets, **kept)
     assert launch(plan_launch(URL, env, "linux"), URL) is True
     child = _read_record(out)["env"]

@@ -39,11 +39,11 @@ CONSOLE_BROWSERS = frozenset(
     {"lynx", "w3m", "links", "links2", "elinks", "www-browser", "browsh", "netsurf-fb", "carbonyl"}
 )
 _SSH_VARS = ("SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT")
-# Environment variables a browser never gets: every XERO_ one (the client secret above all),
-# and any whose name says it holds a secret. XAUTHORITY and DBUS_SESSION_BUS_ADDRESS, which a
-# graphical browser needs, match none of these.
+# Environment variables a browser never gets: any whose name says it holds a secret,
+# XERO_CLIENT_SECRET above all. XAUTHORITY and DBUS_SESSION_BUS_ADDRESS, which a graphical
+# browser needs, match none of these.
 _SECRET_NAME = re.compile(
-    r"^XERO_|SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY"
+    r"SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY"
     r"|SESSION_?KEY|_PAT$|^PGPASS|COOKIE",
     re.IGNORECASE,
 )
