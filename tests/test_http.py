@@ -172,8 +172,8 @@ def test_http_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_an_endless_answer_is_cut_at_the_body_cap_without_holding_it(
     emulator: Emulator,
 ) -> None:
-    """A token answer that never ends is cut after about 1 MB with a sentence, and the client
-    never holds much more than that in memory."""
+    """A token answer that does not end (64 MB without a length) is cut after about 1 MB with a
+    sentence, and the client never holds much more than that in memory."""
     import tracemalloc
 
     settings = HttpSettings(timeout=30, retries=0)
