@@ -149,7 +149,10 @@ try:
     own_session = os.getsid(0) == os.getpid()
 except OSError:
     own_session = None
-record = {"pid": os.getpid(), "argv": sys.argv[1:], "fds": fds, "own_session": own_session}
+record = {
+    "pid": os.getpid(), "argv": sys.argv[1:], "fds": fds, "own_session": own_session,
+    "env": dict(os.environ),
+}
 out = sys.argv[1]
 with open(out + ".tmp", "w") as f:
     json.dump(record, f)
@@ -199,6 +202,39 @@ def test_browser_launch_never_blocks_and_is_detached(
         pid = record["pid"]
         assert isinstance(pid, int)
         os.kill(pid, 15)
+
+
+def test_the_browser_child_inherits_no_secret_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A browser started from BROWSER gets no XERO_CLIENT_SECRET and nothing else named like a
+    secret, and keeps what a graphical browser needs."""
+    command, out = _recorder(tmp_path, 0)
+    secrets = {
+        "XERO_CLIENT_SECRET": "s3cr3t-client-secret",
+        "XERO_ACCESS_TOKEN": "eyJ.a.b",
+        "GITHUB_TOKEN": "ghp_x",
+        "AWS_SECRET_ACCESS_KEY": "aws-x",
+        "MY_PASSWORD": "hunter2",
+        "OPENAI_API_KEY": "sk-x",
+        "PGPASSWORD": "pg-x",
+    }
+    kept = {
+        "DISPLAY": ":0",
+        "XAUTHORITY": "/run/user/1000/xauth",
+        "LANG": "C.UTF-8",
+        "XERO_TUI_TEST_CONSENT": "cancel",
+    }
+    env = clean_env(monkeypatch, BROWSER=command, **secrets, **kept)
+    assert launch(plan_launch(URL, env, "linux"), URL) is True
+    child = _read_record(out)["env"]
+    assert isinstance(child, dict)
+    # Only names are compared and reported, never the values of this machine's environment.
+    inherited = sorted(name for name in secrets if name in child)
+    carrying = sorted(name for name, value in child.items() if value in secrets.values())
+    assert inherited == [] and carrying == []
+    assert all(child.get(name) == value for name, value in kept.items())
+    assert child.get("PATH") == os.environ["PATH"]
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc to see zombies")

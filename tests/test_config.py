@@ -147,10 +147,11 @@ def test_config_round_trip_any_text(
 ) -> None:
     when = datetime.fromtimestamp(seconds, UTC)
     config = Config()
-    config.grants[names[0]] = make_grant(names[0], scopes=tuple(scopes), created=when)
+    # Grant ids are the app's own (they name lock files); every other value is any text.
+    config.grants["g1"] = make_grant("g1", scopes=tuple(scopes), created=when)
     for name in names:
         config.connections[name] = make_connection(
-            name, names[0], tenant_name=tenant, tenant_id=tenant, scopes=tuple(scopes)
+            name, "g1", tenant_name=tenant, tenant_id=tenant, scopes=tuple(scopes)
         )
     text = dump(config)
     assert parse(text, Path("config.toml")) == config

@@ -505,7 +505,13 @@ def test_grant_type_errors(emulator: Emulator) -> None:
     )
     assert oauth_error(token_request(emulator, {"code": "x"}, web)) == "unsupported_grant_type"
     grant = {"grant_type": "client_credentials"}
-    assert oauth_error(token_request(emulator, grant, web)) == "unauthorized_client"
+    # Xero answers a Web app asking for client credentials with invalid_scope, not
+    # unauthorized_client.
+    refused = token_request(emulator, grant, web).json()
+    assert refused == {
+        "error": "invalid_scope",
+        "error_description": "Client credentials scope validation failed",
+    }
     assert oauth_error(exchange(emulator, custom, "code", redirect_uri="x")) == (
         "unauthorized_client"
     )

@@ -18,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from xero_tui.core.errors import NetworkError, UsageError
-from xero_tui.core.http import HttpSettings, new_client, send
+from xero_tui.core.errors import NetworkError, UnavailableError, UsageError
+from xero_tui.core.http import MAX_BODY, HttpSettings, new_client, send
+from xero_tui.emulator import Emulator
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -32,11 +33,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps({"path": self.path, "ua": self.headers.get("User-Agent")}).encode()
         if self.path == "/gzip":
             body = gzip.compress(body)
+        if self.path == "/bomb":
+            # 64 KB on the wire that would unpack into 64 MB.
+            body = gzip.compress(b" " * (64 << 20), compresslevel=9)
         # A client that timed out has gone.
         with contextlib.suppress(OSError):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            if self.path == "/gzip":
+            if self.path in ("/gzip", "/bomb"):
                 self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -163,3 +167,58 @@ def test_http_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.timeout, settings.connect_timeout) == (2.5, 2.5)
     assert settings.retries == 0
     assert settings.backoff == HttpSettings().backoff
+
+
+async def test_an_endless_answer_is_cut_at_the_body_cap_without_holding_it(
+    emulator: Emulator,
+) -> None:
+    """A token answer that does not end (64 MB without a length) is cut after about 1 MB with a
+    sentence, and the client never holds much more than that in memory."""
+    import tracemalloc
+
+    settings = HttpSettings(timeout=30, retries=0)
+    emulator.inject("token", "endless")
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        async with new_client(settings) as client:
+            with pytest.raises(UnavailableError, match="larger than 1 MB") as caught:
+                await send(client, "POST", emulator.endpoints.token_url, settings, data={})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 10
+    assert peak < 8 * MAX_BODY, peak
+    assert "127.0.0.1" in str(caught.value)
+
+
+async def test_a_compressed_answer_is_not_unpacked_past_the_body_cap() -> None:
+    """A 64 KB gzip answer that would unpack into 64 MB is refused at the cap, not unpacked."""
+    settings = HttpSettings(timeout=30, retries=0)
+    with _server() as base:
+        async with new_client(settings) as client:
+            with pytest.raises(UnavailableError, match="larger than 1 MB"):
+                await send(client, "GET", f"{base}/bomb", settings)
+            small = await send(client, "GET", f"{base}/gzip", settings)
+    assert small.json()["path"] == "/gzip"
+
+
+async def test_an_answer_trickled_a_byte_at_a_time_ends_at_the_total_deadline(
+    emulator: Emulator,
+) -> None:
+    """A server sending one byte every 0.1 s (never tripping the per-read timeout) is given
+    up on at the request's total deadline, each retry included, with a sentence."""
+    settings = HttpSettings(timeout=1.0, retries=1, backoff=0.01)
+    emulator.inject("token", "trickle", count=2, delay=0.1)
+    started = time.monotonic()
+    async with new_client(settings) as client:
+        with pytest.raises(NetworkError, match=r"did not finish answering within 1 s \(2 tries\)"):
+            await send(client, "POST", emulator.endpoints.token_url, settings, data={})
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 3.5, elapsed
+    # A trickled answer that does finish in time is read as usual.
+    settings = HttpSettings(timeout=20.0, retries=0)
+    emulator.inject("token", "trickle", delay=0.001)
+    async with new_client(settings) as client:
+        response = await send(client, "POST", emulator.endpoints.token_url, settings, data={})
+    assert response.status_code in (400, 401)

@@ -690,6 +690,11 @@ def _duration(seconds: float) -> str:
 
 
 def _show_attempt(attempt: ConsentAttempt) -> None:
+    from xero_tui.core.validate import redirect_uri_note
+
+    note = redirect_uri_note(attempt.request.redirect_uri)
+    if note:
+        _err(f"Note: {note}")
     _err("Open this URL in a browser to sign in to Xero and choose organisations:")
     _err("")
     _err(f"  {attempt.url}")

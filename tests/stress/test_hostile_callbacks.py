@@ -289,7 +289,7 @@ def test_hostile_barrage_then_the_genuine_callback_completes(
                 check(answer, f"scripted round {round_} {data[:100]!r}", broken)
             alive(f"after scripted round {round_}")
 
-        # Many at once: past the connection cap the listener resets instead of queueing.
+        # Many at once: past the connection cap the listener resets its oldest idle connection.
         with ThreadPoolExecutor(AT_ONCE) as pool:
             data = request(
                 "GET", f"{PATH}?state=wrong&code=x&error_description={quote(MARKERS[0])}"
@@ -336,8 +336,8 @@ def test_hostile_barrage_then_the_genuine_callback_completes(
     record(
         "6 hostile callbacks",
         f"{counts['generated']} generated (hypothesis, derandomized) + {counts['scripted']} "
-        f"scripted + {counts['at once']} at once ({counts['reset at once']} reset past the "
-        f"cap) + {counts['half-sent']} half-sent; slowest answer {slowest[0]:.2f} s; then the "
+        f"scripted + {counts['at once']} at once ({counts['reset at once']} idle ones reset "
+        f"past the cap) + {counts['half-sent']} half-sent; slowest answer {slowest[0]:.2f} s; then the "
         "genuine callback",
         sent,
         lost,

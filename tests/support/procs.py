@@ -29,3 +29,18 @@ def wait_gone(pid: int) -> None:
             return
         time.sleep(0.001)
     raise AssertionError(f"process {pid} did not die")
+
+
+FOREIGN_UID = 65534  # `nobody`: another local user, whatever this machine calls it
+
+
+def require_root(why: str) -> None:
+    """Skip a test that needs root (to give a file to another user), but fail under CI=true,
+    which runs as root."""
+    if os.geteuid() == 0:
+        return
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI runs as root, but this run is not: {why}", pytrace=False)
+    pytest.skip(f"needs root: {why}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -38,6 +39,14 @@ CONSOLE_BROWSERS = frozenset(
     {"lynx", "w3m", "links", "links2", "elinks", "www-browser", "browsh", "netsurf-fb", "carbonyl"}
 )
 _SSH_VARS = ("SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT")
+# Environment variables a browser never gets: any whose name says it holds a secret,
+# XERO_CLIENT_SECRET above all. XAUTHORITY and DBUS_SESSION_BUS_ADDRESS, which a graphical
+# browser needs, match none of these.
+_SECRET_NAME = re.compile(
+    r"SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY"
+    r"|SESSION_?KEY|_PAT$|^PGPASS|COOKIE",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -149,12 +158,20 @@ def launch(plan: LaunchPlan, url: str) -> bool:
     return _spawn(plan.command)
 
 
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a launched browser gets: ours without anything that may be a secret."""
+    env = os.environ if env is None else env
+    return {name: value for name, value in env.items() if not _SECRET_NAME.search(name)}
+
+
 def _spawn(command: Sequence[str]) -> bool:
     kwargs: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
         "stdout": subprocess.DEVNULL,
         "stderr": subprocess.DEVNULL,
         "close_fds": True,
+        # A browser lives on after us and runs extensions and helpers: it gets no secret.
+        "env": child_environment(),
     }
     if os.name == "posix":
         # Its own session: no controlling terminal, and no signals from the terminal's keys.

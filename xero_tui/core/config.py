@@ -19,7 +19,9 @@ from typing import Any, Literal, TypeVar, cast
 from xero_tui.core.errors import ConfigError, StorageError
 from xero_tui.core.fsutil import (
     atomic_write,
+    check_private_dir,
     ensure_private_dir,
+    read_private,
     remove_stale_temps,
     stale_temps,
     tighten_file,
@@ -33,7 +35,7 @@ from xero_tui.core.models import (
     PendingSignIn,
     Status,
 )
-from xero_tui.core.paths import Paths
+from xero_tui.core.paths import Paths, is_grant_id
 
 SCHEMA = 1
 SecretStorage = Literal["keyring", "file"]
@@ -238,8 +240,9 @@ def _find_line(text: str, table: tuple[str, ...], key: str | None) -> int | None
     """1-based line of `key` in `table` (or of the table's header), found by reading the text.
 
     Only used to word an error, so a table written in an unusual way just goes without a line.
+    Lines end at "\n" only, as TOML's do: a U+2028 inside a string is not a line break.
     """
-    lines = text.splitlines()
+    lines = text.split("\n")
     start = 0
     header_line: int | None = None
     if table:
@@ -376,8 +379,20 @@ class _Reader:
 
     _GRANT_FIELDS = ("kind", "client_id", "scopes", "auth_event_id", "created", "last_refreshed")
 
+    def grant_id(self, where: tuple[str, ...], key: str | None, value: str) -> str:
+        # A grant id becomes part of a lock file's name: nothing that could leave the lock dir.
+        if not is_grant_id(value):
+            raise self.error(
+                where,
+                key,
+                f"the grant id {toml_string(value[:80])} is not one xero-tui makes (up to 64 "
+                "letters, digits, '.', '_' and '-', not starting with '.')",
+            )
+        return value
+
     def grant(self, grant_id: str, table: dict[str, Any]) -> Grant:
         where = ("grants", grant_id)
+        self.grant_id(where, None, grant_id)
         self.check_fields(where, table, self._GRANT_FIELDS)
         return Grant(
             grant_id=grant_id,
@@ -409,6 +424,7 @@ class _Reader:
 
     def pending(self, grant_id: str, table: dict[str, Any]) -> PendingSignIn:
         where = ("pending", grant_id)
+        self.grant_id(where, None, grant_id)
         self.check_fields(where, table, self._PENDING_FIELDS)
         renewing = table.get("renewing", [])
         if not isinstance(renewing, list) or not all(isinstance(n, str) for n in renewing):
@@ -460,7 +476,7 @@ class _Reader:
             client_id=self.string(where, table, "client_id"),
             tenant_id=self.string(where, table, "tenant_id"),
             tenant_name=self.string(where, table, "tenant_name"),
-            grant_id=self.string(where, table, "grant"),
+            grant_id=self.grant_id(where, "grant", self.string(where, table, "grant")),
             redirect_uri=(
                 self.string(where, table, "redirect_uri")
                 if "redirect_uri" in table
@@ -490,7 +506,11 @@ def parse(text: str, path: Path) -> Config:
         line: int | None = None
         if position:
             message = message[: position.start()]
-            line = int(position.group(1)) if position.group(1) else len(text.splitlines()) or 1
+            line = (
+                int(position.group(1))
+                if position.group(1)
+                else len(text.removesuffix("\n").split("\n"))
+            )
         where = f"{path} line {line}" if line else f"{path}"
         raise ConfigError(f"{where}: {message} — {_FIX}.") from None
     return _Reader(path, text).config(data)
@@ -514,7 +534,7 @@ class ConfigStore:
     def _read(self) -> str | None:
         path = self.path
         try:
-            raw = path.read_bytes()
+            raw = read_private(path, through_symlink=True)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -537,7 +557,13 @@ class ConfigStore:
             pass
 
     def load(self) -> Config:
-        """The saved config (empty when there is no file); takes no lock."""
+        """The saved config (empty when there is no file); takes no lock.
+
+        A config folder that another user owns or can write to is refused (ConfigError), as a
+        file planted there would be believed.
+        """
+        if not check_private_dir(self.paths.config_dir):
+            return Config()
         self._clean_if_idle()
         text = self._read()
         return Config() if text is None else parse(text, self.path)
@@ -550,7 +576,7 @@ class ConfigStore:
         disk is corrupt or of an unknown version (ConfigError).
         """
         path = self.path
-        ensure_private_dir(self.paths.config_dir, for_file=path)
+        ensure_private_dir(self.paths.config_dir, for_file=path, follow_symlinks=True)
         ensure_private_dir(self.paths.lock_dir, for_file=path)
         with file_lock(self.paths.config_lock, self.lock_timeout):
             remove_stale_temps(path)
@@ -569,7 +595,7 @@ class ConfigStore:
                     "the file was left as it was."
                 ) from None
             if after != before:
-                atomic_write(path, data)
+                atomic_write(path, data, through_symlink=True)
             elif text is not None:
                 tighten_file(path)
         return result

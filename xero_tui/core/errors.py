@@ -19,9 +19,27 @@ _CONTROL = re.compile(
 )
 
 
+# What a terminal or a page may not be handed from outside: controls (Cc), format characters
+# such as bidi overrides and zero-width ones (Cf), and line and paragraph separators (Zl, Zp).
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def is_hidden(ch: str) -> bool:
+    """Whether `ch` is a character that changes how text around it shows (see HIDDEN_CATEGORIES)."""
+    if ch.isprintable():
+        # Every Cc, Cf, Zl and Zp character is non-printable; most text stops here.
+        return False
+    import unicodedata
+
+    return unicodedata.category(ch) in HIDDEN_CATEGORIES
+
+
 def clean_text(text: str, limit: int = 500) -> str:
-    """Strip terminal escapes and control characters from text that came from outside."""
+    """Strip terminal escapes, controls, bidi and zero-width characters and line separators
+    (Unicode Cc, Cf, Zl, Zp) from text that came from outside, and cut it to `limit`."""
     cleaned = _CONTROL.sub("", text)
+    if not cleaned.isprintable():
+        cleaned = "".join(ch for ch in cleaned if not is_hidden(ch))
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "…"
     return cleaned

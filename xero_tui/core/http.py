@@ -10,16 +10,28 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from xero_tui.core.errors import NetworkError, RateLimited, ServerError, UsageError
+from xero_tui.core.errors import (
+    NetworkError,
+    RateLimited,
+    ServerError,
+    UnavailableError,
+    UsageError,
+    clean_text,
+)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# Xero's answers are a few KB (a thousand organisations in /connections stay far below this);
+# nothing bigger is read, raw or decoded.
+MAX_BODY = 1 << 20
+ACCEPT_ENCODING = "gzip, deflate"
 # How long exit waits for this module's threads (see _let_threads_finish): ample for a thread
 # inside OpenSSL to leave it, short enough that Ctrl-C during a request still ends at once.
 EXIT_WAIT = 0.5
@@ -29,6 +41,8 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class HttpSettings:
+    # The most one request may take from start to end, whatever the server does; each read
+    # waits at most this long too.
     timeout: float = 20.0
     connect_timeout: float = 5.0
     retries: int = 3
@@ -102,6 +116,68 @@ def _build_tls_context() -> None:
         tls_context()
 
 
+# The caller waits this much longer than the deadline, so that the thread's own timeouts (and
+# its own check of the deadline while reading a body) are what a slow answer normally meets.
+DEADLINE_GRACE = 0.25
+
+
+class DeadlineExceeded(httpx.ReadTimeout):
+    """The request did not end within its total deadline (a server trickling its answer)."""
+
+
+def _too_large(request: httpx.Request) -> UnavailableError:
+    host = clean_text(request.url.host, 200)
+    return UnavailableError(
+        f"{host} sent an answer larger than {MAX_BODY // (1 << 20)} MB, which Xero never does, "
+        "so xero-tui stopped reading it; try again later, and if it persists check what the "
+        "XERO_TUI_*_URL variables point at."
+    )
+
+
+def _decoder(request: httpx.Request, encoding: str) -> Any:
+    """A zlib decompressor for the answer's Content-Encoding (None: identity)."""
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    host = clean_text(request.url.host, 200)
+    raise UnavailableError(
+        f"{host} answered in an encoding xero-tui did not ask for "
+        f"({clean_text(encoding, 40)}); try again later."
+    )
+
+
+def _bounded_body(
+    request: httpx.Request, chunks: Iterator[bytes], encoding: str, deadline: float
+) -> bytes:
+    """The decoded body, read until its end, MAX_BODY or the deadline, whichever comes first."""
+    decoder = _decoder(request, encoding)
+    raw = 0
+    out = bytearray()
+    for chunk in chunks:
+        raw += len(chunk)
+        if raw > MAX_BODY:
+            raise _too_large(request)
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded("the answer did not finish in time", request=request)
+        if decoder is None:
+            out += chunk
+            continue
+        try:
+            out += decoder.decompress(chunk, MAX_BODY + 1 - len(out))
+        except zlib.error:
+            raise httpx.DecodingError("the compressed answer is corrupt", request=request) from None
+        if len(out) > MAX_BODY or decoder.unconsumed_tail:
+            raise _too_large(request)
+    if decoder is not None:
+        out += decoder.flush()
+    if len(out) > MAX_BODY:
+        raise _too_large(request)
+    return bytes(out)
+
+
 class ThreadedTransport(httpx.AsyncBaseTransport):
     """httpx's blocking transport, each request run to the end in a daemon thread.
 
@@ -113,26 +189,46 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
     it only briefly (see _let_threads_finish).
     """
 
-    def __init__(self, verify: ssl.SSLContext) -> None:
+    def __init__(self, verify: ssl.SSLContext, deadline: float = HttpSettings.timeout) -> None:
         self._blocking = httpx.HTTPTransport(verify=verify)
+        self._deadline = deadline
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await _in_request_thread(self._fetch, request)
+        # The caller's wait ends at the deadline whatever the thread is stuck in (a server can
+        # send one byte a second forever without tripping a per-read timeout); the thread
+        # itself stops reading a body at the same deadline.
+        deadline = time.monotonic() + self._deadline
+        try:
+            async with asyncio.timeout(self._deadline + DEADLINE_GRACE):
+                return await _in_request_thread(self._fetch, (request, deadline))
+        except TimeoutError:
+            raise DeadlineExceeded("no complete answer in time", request=request) from None
 
-    def _fetch(self, request: httpx.Request) -> httpx.Response:
+    def _fetch(self, job: tuple[httpx.Request, float]) -> httpx.Response:
+        request, deadline = job
         response = self._blocking.handle_request(request)
         try:
-            # Raw: the body is decoded (gzip...) once, by the response handed back.
-            content = b"".join(response.iter_raw())
+            length = response.headers.get("Content-Length", "")
+            if length.strip().isdigit() and int(length) > MAX_BODY:
+                raise _too_large(request)
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            # Raw, and decoded here within MAX_BODY: a small compressed answer may not unpack
+            # into gigabytes.
+            content = _bounded_body(request, response.iter_raw(), encoding, deadline)
         finally:
             response.close()
         kept = ("http_version", "reason_phrase")
         extensions: dict[str, Any] = {
             key: value for key, value in response.extensions.items() if key in kept
         }
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
         return httpx.Response(
             response.status_code,
-            headers=response.headers,
+            headers=headers,
             content=content,
             extensions=extensions,
         )
@@ -200,8 +296,13 @@ def new_client(settings: HttpSettings | None = None) -> httpx.AsyncClient:
         timeout=settings.httpx_timeout(),
         verify=context,
         follow_redirects=False,
-        headers={"User-Agent": "xero-tui", "Accept": "application/json"},
-        transport=ThreadedTransport(context),
+        headers={
+            "User-Agent": "xero-tui",
+            "Accept": "application/json",
+            # Only what the transport decodes within MAX_BODY itself.
+            "Accept-Encoding": ACCEPT_ENCODING,
+        },
+        transport=ThreadedTransport(context, settings.timeout),
     )
 
 
@@ -236,6 +337,12 @@ async def send(
         try:
             response = await client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
+            if attempt >= settings.retries and isinstance(exc, DeadlineExceeded):
+                raise NetworkError(
+                    f"{_host(url)} did not finish answering within {settings.timeout:g} s "
+                    f"({attempt + 1} tries); try again later, or raise XERO_TUI_HTTP_TIMEOUT "
+                    "on a slow link."
+                ) from None
             if attempt >= settings.retries:
                 reason = type(exc).__name__
                 raise NetworkError(

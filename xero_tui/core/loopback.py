@@ -398,6 +398,8 @@ class _Conn:
     # The connection whose answer ends the attempt (the held callback, or an error= callback):
     # close() lets it finish; every other connection is reset.
     final: bool = False
+    # True until a whole request head has arrived: such a connection may be evicted for a new one.
+    idle: bool = True
 
 
 class CallbackListener:
@@ -728,7 +730,10 @@ class CallbackListener:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
-        if task is None or not self._listening or len(self._conns) >= self._max_connections:
+        if task is None or not self._listening:
+            _reset(writer)
+            return
+        if len(self._conns) >= self._max_connections and not self._evict_oldest_idle():
             _reset(writer)
             return
         conn = _Conn(writer)
@@ -743,7 +748,20 @@ class CallbackListener:
             # A broken or hostile connection ends with a reset, never with an error in the app.
             _reset(writer)
         finally:
-            del self._conns[task]
+            # An evicted connection was taken out already.
+            self._conns.pop(task, None)
+
+    def _evict_oldest_idle(self) -> bool:
+        """Make room for a new connection by resetting the oldest one that has not yet sent a
+        whole request: a local flood of idle connections cannot lock the browser out. False
+        when every held connection is being answered."""
+        for task, conn in self._conns.items():
+            if conn.idle and not conn.final:
+                del self._conns[task]
+                _reset(conn.writer)
+                task.cancel()
+                return True
+        return False
 
     async def _serve(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
         loop = asyncio.get_running_loop()
@@ -761,11 +779,14 @@ class CallbackListener:
                     return
                 request = parser.feed(chunk)
         except BadRequest as bad:
+            conn.idle = False
             await self._answer(reader, conn, bad.status, *_STATUS_PAGES[bad.status])
             return
         except TimeoutError:
+            conn.idle = False
             await self._answer(reader, conn, 408, *_STATUS_PAGES[408])
             return
+        conn.idle = False
         await self._route(reader, conn, request)
 
     async def _route(self, reader: asyncio.StreamReader, conn: _Conn, request: Request) -> None:

@@ -26,7 +26,9 @@ from xero_tui.core.config import toml_key, toml_string
 from xero_tui.core.errors import ConfigError, KeyringUnavailable, StorageError, clean_text
 from xero_tui.core.fsutil import (
     atomic_write,
+    check_private_dir,
     ensure_private_dir,
+    read_private,
     remove_stale_temps,
     stale_temps,
 )
@@ -512,7 +514,11 @@ class FileStore(SecretStore):
     def _read(self) -> dict[str, str]:
         path = self.path
         try:
-            text = path.read_bytes().decode("utf-8")
+            if not check_private_dir(self.paths.config_dir):
+                return {}
+            text = read_private(path).decode("utf-8")
+        except ConfigError as exc:
+            raise StorageError(str(exc)) from None
         except FileNotFoundError:
             return {}
         except UnicodeDecodeError:
@@ -550,7 +556,7 @@ class FileStore(SecretStore):
     def _modify(self, change: Callable[[dict[str, str]], None]) -> None:
         path = self.path
         try:
-            ensure_private_dir(self.paths.config_dir, for_file=path)
+            ensure_private_dir(self.paths.config_dir, for_file=path, follow_symlinks=True)
             ensure_private_dir(self.paths.lock_dir, for_file=path)
         except ConfigError as exc:
             raise StorageError(str(exc)) from None

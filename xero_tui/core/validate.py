@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from xero_tui.core.errors import UsageError
+from xero_tui.core.errors import UsageError, is_hidden
 
 _CLIENT_ID = re.compile(r"[0-9A-Fa-f]{32}")
 # Connection names, derived ones (`NAME - Organisation`) included.
@@ -25,8 +25,13 @@ def check_name(value: str) -> str:
     value = value.strip()
     if not value:
         raise UsageError("Give the connection a name.")
-    if len(value) > MAX_NAME or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise UsageError(f"A connection name is at most {MAX_NAME} printable characters.")
+    # C0 and C1 controls, bidi and zero-width characters and line separators: a name shows as
+    # what it is, in every terminal, or it is refused.
+    if len(value) > MAX_NAME or any(is_hidden(ch) for ch in value):
+        raise UsageError(
+            f"A connection name is at most {MAX_NAME} printable characters (no control, bidi, "
+            "zero-width or line-separator characters)."
+        )
     return value
 
 
@@ -55,3 +60,23 @@ def check_redirect_uri(value: str) -> str:
     if not parts.path or parts.path == "/":
         raise UsageError("The redirect URI needs a path, e.g. /callback.")
     return value
+
+
+def redirect_uri_note(value: str) -> str | None:
+    """A warning for a loopback redirect URI this machine can listen on but Xero may refuse.
+
+    Xero documents only `localhost` for plain-http redirect URIs; whether it accepts 127.0.0.1
+    or [::1] is not documented, so such a URI is allowed, with this sentence beside it.
+    """
+    try:
+        parts = urlsplit(value.strip())
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None
+    if host not in ("127.0.0.1", "::1"):
+        return None
+    instead = f"http://localhost{f':{port}' if port else ''}{parts.path}"
+    return (
+        f"Xero documents only localhost redirect URIs, not {parts.hostname}: if Xero says "
+        f"“Invalid redirect_uri”, register and use {instead} instead."
+    )

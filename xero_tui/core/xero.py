@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,21 @@ from xero_tui.core.errors import (
 )
 from xero_tui.core.http import HttpSettings, new_client, send
 from xero_tui.core.models import MYAPPS_URL, Kind, Organisation, Tenant, TokenSet
+
+# Ids from Xero (tenants, connections, authentication events) are dashed UUIDs.
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+# The tenant types Xero's spec and samples show; a new plain upper-case word is let through, as
+# it cannot change how anything shows, while anything else refuses the answer.
+TENANT_TYPES = frozenset({"ORGANISATION", "PRACTICE", "PRACTICEMANAGER", "WORKFLOWMAX"})
+_TYPE_WORD = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
+# Tokens are printable ASCII without spaces. Xero's JWTs are 1-2 KB; this leaves room to grow.
+MAX_TOKEN_LENGTH = 16 * 1024
+_TOKEN = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}")
+_SCOPE = re.compile(r"[\x21-\x7e]{1,200}")
+_REFUSED = (
+    "; xero-tui refused the answer. Try again, and if it persists, check what the "
+    "XERO_TUI_*_URL variables point at."
+)
 
 # Xero documents 30 minutes for an access token.
 ACCESS_TOKEN_LIFETIME = 1800.0
@@ -47,6 +63,17 @@ _GENERIC: dict[str, str] = {
     "access_denied": "You cancelled in Xero, so no connection was made. Try again when ready.",
     "unsupported_grant_type": "Xero does not support this grant type for this app.",
     "invalid_request": "Xero rejected the request as malformed.",
+}
+
+# Where the same code means something else for one kind of request.
+_BY_CONTEXT: dict[tuple[str, str], str] = {
+    # Xero answers a Web (or PKCE) app that asks for client credentials with invalid_scope
+    # ("Client credentials scope validation failed"): not a granular-scope problem.
+    ("client_credentials", "invalid_scope"): (
+        f"Xero refused the {Kind.CUSTOM.label}'s scopes: the app is probably not a "
+        f"{Kind.CUSTOM.label} (Xero answers a {Kind.WEB.label} this way), or it may not use a "
+        f"scope asked for. Check the app's type and scopes at {MYAPPS_URL}."
+    ),
 }
 
 _INVALID_GRANT = {
@@ -87,7 +114,7 @@ def oauth_error(error: str, description: str | None, context: str) -> OAuthError
         return NeedsReconnect(
             _INVALID_GRANT.get(context, _INVALID_GRANT["refresh"]), error, description
         )
-    message = _GENERIC.get(error)
+    message = _BY_CONTEXT.get((context, error)) or _GENERIC.get(error)
     if message is None:
         message = f"Xero refused the request: {error}" + (
             f" ({description})." if description else "."
@@ -112,18 +139,77 @@ def _lifetime(expires_in: object) -> float:
     return min(seconds, MAX_ACCESS_TOKEN_LIFETIME)
 
 
+def is_uuid(value: object) -> bool:
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
+
+
+def _refuse(what: str) -> OAuthError:
+    return OAuthError(f"Xero's {what}{_REFUSED}", "invalid_response")
+
+
+def _token_field(body: Mapping[str, Any], key: str) -> str | None:
+    """A token from the answer: printable ASCII of bounded length, or the answer is refused."""
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise _refuse(
+            f"token answer carried a {key} that is not printable ASCII of at most "
+            f"{MAX_TOKEN_LENGTH} characters"
+        )
+    return value
+
+
 def tokens_from(body: Any, now: float | None = None) -> TokenSet:
+    """The token set of a token answer, each field checked: a malformed token or scope refuses
+    the whole answer (OAuthError `invalid_response`) rather than reach a terminal or header."""
     if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
         raise OAuthError("Xero's token answer had no access token.", "invalid_response")
+    access = _token_field(body, "access_token")
+    if access is None:
+        raise OAuthError("Xero's token answer had no access token.", "invalid_response")
+    refresh = _token_field(body, "refresh_token")
+    id_token = _token_field(body, "id_token")
     scope = body.get("scope", "")
-    refresh = body.get("refresh_token")
-    id_token = body.get("id_token")
+    scopes = tuple(scope.split()) if isinstance(scope, str) else ()
+    if not all(_SCOPE.fullmatch(item) for item in scopes):
+        raise _refuse("token answer named a scope that is not printable ASCII")
     return TokenSet(
-        access_token=body["access_token"],
+        access_token=access,
         expires_at=(time.time() if now is None else now) + _lifetime(body.get("expires_in")),
-        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
-        scopes=tuple(scope.split()) if isinstance(scope, str) else (),
-        id_token=id_token if isinstance(id_token, str) else None,
+        refresh_token=refresh,
+        scopes=scopes,
+        id_token=id_token,
+    )
+
+
+def _tenant_type(value: object) -> str:
+    if value is None or value == "":
+        return "ORGANISATION"
+    if isinstance(value, str) and (value in TENANT_TYPES or _TYPE_WORD.fullmatch(value)):
+        return value
+    raise _refuse("connections answer had a tenantType that is not a plain word like ORGANISATION")
+
+
+def tenant_from(item: Mapping[str, Any]) -> Tenant:
+    """One `/connections` entry, every field checked: ids UUID-shaped, the type a plain word, the
+    name stripped of what would change how a terminal shows it. Raises OAuthError otherwise."""
+    for key in ("id", "tenantId"):
+        if not is_uuid(item.get(key)):
+            raise _refuse(f"connections answer had a {key} that is not an id")
+    event = item.get("authEventId")
+    if event not in (None, "") and not is_uuid(event):
+        raise _refuse("connections answer had an authEventId that is not an id")
+    name = item.get("tenantName")
+    shown = clean_text(name) if isinstance(name, str) else ""
+    return Tenant(
+        connection_id=str(item["id"]),
+        tenant_id=str(item["tenantId"]),
+        tenant_name=shown.strip() or str(item["tenantId"]),
+        tenant_type=_tenant_type(item.get("tenantType")),
+        auth_event_id=str(event) if event else None,
+        created=_parse_time(item.get("createdDateUtc")),
+        updated=_parse_time(item.get("updatedDateUtc")),
     )
 
 
@@ -269,6 +355,8 @@ class XeroClient:
     async def connections(
         self, access_token: str, auth_event_id: str | None = None
     ) -> list[Tenant]:
+        if auth_event_id and not is_uuid(auth_event_id):
+            raise _refuse("access token named an authentication event that is not an id")
         params = {"authEventId": auth_event_id} if auth_event_id else None
         response = await send(
             self._http,
@@ -283,27 +371,19 @@ class XeroClient:
         body = _json(response)
         if not isinstance(body, list):
             raise ApiError("Xero's connections answer was not a list.", response.status_code)
-        tenants = []
-        for item in body:
-            if not isinstance(item, Mapping) or not item.get("tenantId") or not item.get("id"):
-                continue
-            tenants.append(
-                Tenant(
-                    connection_id=str(item["id"]),
-                    tenant_id=str(item["tenantId"]),
-                    tenant_name=clean_text(str(item.get("tenantName") or item["tenantId"])),
-                    tenant_type=str(item.get("tenantType") or "ORGANISATION"),
-                    auth_event_id=str(item["authEventId"]) if item.get("authEventId") else None,
-                    created=_parse_time(item.get("createdDateUtc")),
-                    updated=_parse_time(item.get("updatedDateUtc")),
-                )
-            )
-        return tenants
+        return [
+            tenant_from(item)
+            for item in body
+            if isinstance(item, Mapping) and item.get("tenantId") and item.get("id")
+        ]
 
     async def delete_connection(self, access_token: str, connection_id: str) -> bool:
         """Remove an organisation's connection at Xero; False when Xero no longer had it."""
-        if not connection_id or "/" in connection_id:
-            raise UsageError("A connection id is needed to disconnect at Xero.")
+        if not is_uuid(connection_id):
+            raise UsageError(
+                "A connection id from Xero (a UUID) is needed to disconnect at Xero; reconnect "
+                "to record it."
+            )
         response = await send(
             self._http,
             "DELETE",
@@ -320,6 +400,11 @@ class XeroClient:
     async def organisation(self, access_token: str, tenant_id: str | None) -> Organisation:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         if tenant_id:
+            if not is_uuid(tenant_id):
+                raise UsageError(
+                    f"The organisation id {clean_text(tenant_id, 80)!r} is not an id from Xero "
+                    "(a UUID); reconnect to choose the organisation again."
+                )
             headers["xero-tenant-id"] = tenant_id
         response = await send(
             self._http, "GET", self.endpoints.organisation_url, self.settings, headers=headers
@@ -331,6 +416,8 @@ class XeroClient:
         if not isinstance(orgs, list) or not orgs or not isinstance(orgs[0], Mapping):
             raise ApiError("Xero's Organisation answer was empty.", response.status_code)
         org = orgs[0]
+        if org.get("OrganisationID") not in (None, "") and not is_uuid(org.get("OrganisationID")):
+            raise _refuse("Organisation answer had an OrganisationID that is not an id")
 
         def text(key: str) -> str | None:
             value = org.get(key)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ENDPOINTS = frozenset({"token", "revocation", "connections", "organisation", "authorize"})
 ANY = "*"
-KINDS = frozenset({"status", "rate_limit", "delay", "drop_after", "reset"})
+KINDS = frozenset(
+    {"status", "rate_limit", "delay", "drop_after", "reset", "answer", "endless", "trickle"}
+)
 
 
 @dataclass(frozen=True)
@@ -18,12 +20,16 @@ class Fault:
     `reset` closes the socket without processing, `status` and `rate_limit` answer instead of
     processing, `delay` sleeps and then processes, `drop_after` processes and then closes the
     socket without answering (so a refresh really rotated before the client saw nothing).
+    A hostile server: `answer` sends `body` (JSON, with `status` or 200) instead of processing,
+    `endless` answers 200 with a body that does not end (until the client hangs up, or 64 MB),
+    and `trickle` processes and then sends its whole answer one byte every `delay` seconds.
     """
 
     kind: str
     status: int | None = None
     delay: float = 0.0
     retry_after: int | None = None
+    body: bytes = field(default=b"", repr=False)
 
     @classmethod
     def make(
@@ -34,13 +40,19 @@ class Fault:
         status: int | None = None,
         delay: float = 0.0,
         retry_after: int | None = None,
+        body: bytes | str | None = None,
     ) -> Fault:
         check_target(endpoint, kind)
         if kind == "status" and (status is None or not 400 <= status <= 599):
             raise ValueError("a 'status' fault needs status between 400 and 599")
+        if kind == "answer" and status is not None and not 200 <= status <= 599:
+            raise ValueError("an 'answer' fault needs status between 200 and 599")
         if delay < 0 or (retry_after is not None and retry_after < 0):
             raise ValueError("delay and retry_after cannot be negative")
-        return cls(kind, status, float(delay), retry_after)
+        if kind == "trickle" and delay <= 0:
+            raise ValueError("a 'trickle' fault needs a delay between bytes")
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        return cls(kind, status, float(delay), retry_after, data)
 
 
 def check_target(endpoint: str, kind: str) -> None:

@@ -51,9 +51,14 @@ def redirect(location: str) -> Reply:
     return Reply(302, b"", {"Location": location, **NO_STORE})
 
 
-def oauth_error(error: str, status: int = 400) -> Refused:
+def oauth_error(error: str, status: int = 400, description: str | None = None) -> Refused:
     """The token and revocation endpoints' `{"error": ...}` answer."""
-    return Refused(json_reply(status, {"error": error}, NO_STORE))
+    body = (
+        {"error": error}
+        if description is None
+        else {"error": error, "error_description": description}
+    )
+    return Refused(json_reply(status, body, NO_STORE))
 
 
 def error_page_reply(message: str, status: int = 500) -> Refused:

@@ -29,6 +29,8 @@ from xero_tui.emulator.state import EmulatorState
 DEFAULT_PORT = 8720
 MAX_BODY = 1 << 20
 ADMIN = "/_emulator/"
+# What the `endless` fault sends at most: far more than any Xero answer.
+ENDLESS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -191,10 +193,11 @@ class Emulator:
         status: int | None = None,
         delay: float = 0.0,
         retry_after: int | None = None,
+        body: bytes | str | None = None,
     ) -> None:
         """Queue `count` one-shot faults for the next requests to `endpoint` ("*": any)."""
         self._state.inject(
-            endpoint, kind, count, status=status, delay=delay, retry_after=retry_after
+            endpoint, kind, count, status=status, delay=delay, retry_after=retry_after, body=body
         )
 
     def set_fault_rate(
@@ -365,7 +368,15 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind == "rate_limit":
                 self._send(rate_limited("minute", fault.retry_after, {}))
                 return
-            self.server.stopping.wait(fault.delay)
+            if fault.kind == "answer":
+                headers = {"Content-Type": "application/json; charset=utf-8"}
+                self._send(Reply(fault.status or 200, fault.body, headers))
+                return
+            if fault.kind == "endless":
+                self._send_endless()
+                return
+            if fault.kind != "trickle":
+                self.server.stopping.wait(fault.delay)
         query = parse_qs(url.query, keep_blank_values=True)
         request = _Request(path, query, body, self.headers, self.server.base_url)
         try:
@@ -377,6 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = json_reply(500, {"error": "emulator_error", "detail": traceback.format_exc()})
         if fault is not None and fault.kind == "drop_after":
             self.close_connection = True
+            return
+        if fault is not None and fault.kind == "trickle":
+            self._send_trickle(reply, fault.delay)
             return
         self._send(reply)
 
@@ -403,6 +417,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         self.wfile.write(reply.body)
+
+    def _send_endless(self) -> None:
+        """200 and a JSON-looking body with no length, sent until the client hangs up (or, so
+        that a client without a cap fails a test instead of the machine, ENDLESS_BYTES)."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        chunk = b" " * 65536
+        with contextlib.suppress(OSError):
+            self.wfile.write(b"[")
+            for _ in range(ENDLESS_BYTES // len(chunk)):
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(chunk)
+
+    def _send_trickle(self, reply: Reply, pause: float) -> None:
+        """The whole answer, head and body, one byte every `pause` seconds."""
+        self.close_connection = True
+        head = [f"HTTP/1.1 {reply.status} OK"]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        head += [f"Content-Length: {len(reply.body)}", "Connection: close", "", ""]
+        data = "\r\n".join(head).encode("latin-1") + reply.body
+        with contextlib.suppress(OSError):
+            for index in range(len(data)):
+                if self.server.stopping.wait(pause):
+                    return
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
 
     def _admin(self, method: str, action: str, body: bytes) -> Reply:
         """`/_emulator/...`: the Python controls, for a test or person in another process."""
@@ -431,6 +474,7 @@ def _admin_action(state: EmulatorState, action: str, args: dict[str, Any]) -> di
             "status": args.get("status"),
             "delay": float(args.get("delay", 0.0)),
             "retry_after": args.get("retry_after"),
+            "body": args.get("body"),
         }
         if action == "inject":
             state.inject(args["endpoint"], args["kind"], int(args.get("count", 1)), **options)

@@ -522,7 +522,10 @@ class EmulatorState:
 
     def _client_credentials(self, client: DemoClient, form: Form) -> Reply:
         if client.kind is not Kind.CUSTOM:
-            raise oauth_error("unauthorized_client")
+            # What Xero answers a Web app that asks for client credentials (issue 11).
+            raise oauth_error(
+                "invalid_scope", description="Client credentials scope validation failed"
+            )
         requested = first(form, "scope")
         if requested:
             scopes = tuple(_unique(requested.split()))

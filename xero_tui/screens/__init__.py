@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from textual.widgets import Static
+from textual.worker import Worker, WorkerState
 
 from xero_tui.core.errors import KeyringUnavailable, XeroTuiError, clean_text
 
@@ -97,3 +98,14 @@ class Messages:
         message = cast("Widget", self).query_one(f"#{self.message_prefix}-message", Static)
         message.update(text)
         message.set_class(error, "-error")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that failed with an error it did not handle says so on the message line.
+
+        Worker.StateChanged goes to the screen that ran the worker and does not bubble, so
+        without this an unexpected failure would leave the screen as it was, saying nothing.
+        """
+        if event.state is not WorkerState.ERROR or event.worker.error is None:
+            return
+        self._progress(None)
+        self._say(error_sentence(event.worker.error), error=True)

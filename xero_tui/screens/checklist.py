@@ -27,6 +27,7 @@ from xero_tui.core.models import (
     Kind,
     default_scopes,
 )
+from xero_tui.core.validate import redirect_uri_note
 from xero_tui.widgets import CopyableValue, link_content
 
 _URL = re.compile(r"https://[^\s)]+[^\s).,]")
@@ -116,7 +117,8 @@ def steps_for(kind: Kind, redirect_uri: str, scopes: Sequence[str] = ()) -> list
                 "redirect",
                 "Enter the redirect URI, exactly",
                 "It must match byte for byte the address xero-tui listens on. Keep localhost "
-                "even over SSH: the ssh -L line carries it to this machine.",
+                "even over SSH: the ssh -L line carries it to this machine."
+                + (f" {note}" if (note := redirect_uri_note(redirect_uri)) else ""),
                 "Redirect URI",
                 redirect_uri,
             ),

@@ -76,6 +76,10 @@ class TestResultScreen(ModalScreen[TestResult | XeroTuiError | None]):
         except XeroTuiError as exc:
             self.outcome = exc
             self._show_error(exc)
+        except Exception as exc:
+            # Anything else still ends the wait with a sentence, never a blank dialog.
+            self.outcome = XeroTuiError(error_sentence(exc))
+            self._show_error(self.outcome)
         else:
             self.outcome = result
             self._show_result(result)
