@@ -70,7 +70,11 @@ def test_connect_exits_within_a_second_of_the_callback_on_a_silent_terminal(
         took = time.monotonic() - answered
     print(f"\ncallback to exit on a terminal: {took * 1000:.0f} ms")
     assert code == 0, t.screen
-    assert "Saved 'acme'" in t.screen
+    # Who consented, and what is saved, said before the save.
+    said = t.screen.index(
+        "Signed in to Xero as Demo User <demo.user@example.com>; saving Demo Company (NZ)."
+    )
+    assert said < t.screen.index("Saved 'acme'")
     assert "acme" in config(isolated_env)["connections"]  # type: ignore[operator]
     assert took < EXIT_AFTER_CALLBACK, t.screen
 

@@ -430,3 +430,35 @@ def test_snapshot_picker_filtered(snap_compare: Any) -> None:
         await pilot.pause()
 
     assert snap_compare(snapshot_app(), terminal_size=(80, 24), run_before=filtered)
+
+
+def id_token(**claims: str) -> str:
+    """An ID token as Xero shapes it (unsigned here: its claims are only ever shown)."""
+    import base64
+    import json
+
+    def part(data: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
+
+
+async def test_the_picker_says_who_signed_in_before_anything_is_saved() -> None:
+    """A consent someone else slipped in shows as someone else's, in plain text."""
+    tokens = TokenSet(
+        access_token="not-shown",
+        expires_at=0.0,
+        id_token=id_token(
+            email="mallory@example.com", given_name="Mal\x1b]52;c;aGk=\x07lory", family_name="X"
+        ),
+    )
+    app = PickerApp(ConsentOutcome(tokens, TENANTS, frozenset({"tenant-1"})))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        intro = str(picker(app).query_one("#org-intro", Static).render())
+        assert "Signed in to Xero as Mallory X <mallory@example.com>." in intro
+        assert "\x1b" not in intro
+
+
+def test_without_an_id_token_no_user_is_claimed() -> None:
+    assert outcome().user is None

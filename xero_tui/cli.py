@@ -766,6 +766,11 @@ def _choose(args: argparse.Namespace, session: ConnectSession) -> list[Tenant]:
     notice = tier_notice(len(saved | {t.tenant_id for t in chosen}))
     if notice:
         _err(f"xero-tui: {notice}")
+    # Who consented, and to what, before it is saved: a consent slipped in by someone else
+    # shows here.
+    user = session.outcome.user if session.outcome is not None else None
+    names = ", ".join(clean_text(t.tenant_name, 80) for t in chosen)
+    _err(f"Signed in to Xero as {user or 'a user Xero did not name'}; saving {names}.")
     return chosen
 
 

@@ -45,6 +45,24 @@ class ConsentOutcome:
     new_tenant_ids: frozenset[str]
     auth_event_id: str | None = None
 
+    @property
+    def user(self) -> str | None:
+        """Who signed in at Xero, from the ID token (unverified, and only ever shown): so that a
+        consent somebody else slipped in is visible before anything is saved."""
+        from xero_tui.core.errors import clean_text
+        from xero_tui.core.oauth import decode_claims
+
+        if not self.tokens.id_token:
+            return None
+        claims = decode_claims(self.tokens.id_token)
+        email = claims.get("email") or claims.get("preferred_username")
+        names = [claims.get("given_name"), claims.get("family_name")]
+        name = " ".join(n for n in names if isinstance(n, str) and n.strip())
+        if not isinstance(email, str) or not email.strip():
+            return clean_text(name, 100) or None
+        shown = f"{name} <{email}>" if name else email
+        return clean_text(shown, 160)
+
     def ordered(self) -> list[Tenant]:
         """Tenants this consent just granted first, then the rest, each part by name."""
         return sorted(

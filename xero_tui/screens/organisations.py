@@ -351,7 +351,8 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
     def compose(self) -> ComposeResult:
         new = sum(t.tenant_id in self.outcome.new_tenant_ids for t in self.tenants)
         yield Static("Choose organisations", id="org-title")
-        yield Static(self._intro(new), id="org-intro")
+        # Xero's text inside: not markup.
+        yield Static(self._intro(new), id="org-intro", markup=False)
         yield FilterInput(
             placeholder="Type to filter by name; space or tab selects", id="org-filter"
         )
@@ -369,7 +370,11 @@ class OrganisationsScreen(Screen[list[Tenant] | None]):
             granted = f"; the {new:,} it just granted come first, marked new"
         else:
             granted = ""
-        return f"{reach}{granted}. Each one you choose becomes a connection sharing this consent."
+        user = self.outcome.user
+        who = f"Signed in to Xero as {user}. " if user else ""
+        return (
+            f"{who}{reach}{granted}. Each one you choose becomes a connection sharing this consent."
+        )
 
     def on_mount(self) -> None:
         tenant_list = self.query_one(TenantList)
