@@ -280,3 +280,32 @@ def test_connect_with_more_organisations_than_the_starter_tier_says_so_once(
     assert result.code == 0, result.err
     assert result.err.count("Starter tier") == 1
     assert len(config(isolated_env)["connections"]) == 6  # type: ignore[arg-type]
+
+
+def test_insecure_storage_is_remembered_so_later_commands_find_the_secrets(
+    emulator: Emulator, isolated_env: Path
+) -> None:
+    from tests.support.cli import connect_web
+
+    result = connect_web(emulator, "acme", options=("--insecure-storage",))
+    assert result.code == 0, result.err
+    assert config(isolated_env)["secret_storage"] == "file"
+    listed = run_cli("list", "--json")
+    assert '"storage": "file"' in listed.out
+    token = run_cli("token", "acme", "--force-refresh")
+    assert token.code == 0, token.err
+
+
+def test_insecure_storage_does_not_split_secrets_saved_in_the_keyring(
+    emulator: Emulator, isolated_env: Path
+) -> None:
+    from tests.support.cli import connect_web, start_connect
+
+    assert connect_web(emulator, "in keyring").code == 0
+    before = (isolated_env / "config.toml").read_text()
+    proc = start_connect(emulator, "in file", "--no-browser", options=("--insecure-storage",))
+    result = proc.finish()
+    assert result.code == 5
+    assert "would split them" in result.err and "/identity/connect/authorize" not in result.err
+    assert (isolated_env / "config.toml").read_text() == before
+    assert not (isolated_env / "secrets.toml").exists()

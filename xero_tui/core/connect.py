@@ -239,7 +239,35 @@ class ConnectSession:
         return self.phase in (Phase.ISSUED, Phase.LISTED)
 
     async def probe_storage(self) -> ProbeResult:
+        """Whether what this sign-in gets can be kept, asked before anything is spent on it.
+
+        The opt-in to the plain file for one command (`--insecure-storage`) is remembered in
+        the config first, so that later commands without it find these secrets. Secrets saved
+        in the keyring already are not split from the rest that way: the move to the file
+        (which takes them along) is the way there.
+        """
+        if self.ctx.insecure_storage:
+            await in_thread(self._remember_file_storage)
         return await probe_storage(self.ctx)
+
+    def _remember_file_storage(self) -> None:
+        """Blocking: see `probe_storage`."""
+
+        def change(config: Config) -> None:
+            if config.secret_storage == "file":
+                return
+            kept = len(config.connections) + len(config.pending)
+            if kept:
+                plural = "s" if kept != 1 else ""
+                raise StorageError(
+                    f"{self.ctx.paths.config_file} keeps the secrets of {kept} connection{plural} "
+                    "or sign-in in the keyring, so --insecure-storage would split them from this "
+                    "one: sign in without it, or move them all to the plain file first (f on "
+                    "the app's sign-in screen)."
+                )
+            config.secret_storage = "file"
+
+        self.ctx.store.update(change)
 
     # Getting tokens ----------------------------------------------------------------------------
 
