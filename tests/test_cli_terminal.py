@@ -309,3 +309,19 @@ def test_insecure_storage_does_not_split_secrets_saved_in_the_keyring(
     assert "would split them" in result.err and "/identity/connect/authorize" not in result.err
     assert (isolated_env / "config.toml").read_text() == before
     assert not (isolated_env / "secrets.toml").exists()
+
+
+def test_a_secrets_file_others_can_read_is_tightened_and_said_once(
+    emulator: Emulator, isolated_env: Path
+) -> None:
+    from tests.support.cli import connect_web
+
+    assert connect_web(emulator, "acme", options=("--insecure-storage",)).code == 0
+    secrets = isolated_env / "secrets.toml"
+    secrets.chmod(0o644)
+    first = run_cli("token", "acme")
+    assert first.code == 0, first.err
+    assert f"{secrets} was readable by others (mode 0644); it is now 0600" in first.err
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    again = run_cli("token", "acme")
+    assert again.code == 0 and "readable by others" not in again.err

@@ -156,11 +156,18 @@ class XeroTuiApp(App[None]):
     @work(thread=True, exclusive=True, group="storage", exit_on_error=False)
     def refresh_storage(self) -> None:
         """Ask the secret store where it keeps things: a keyring call, so off the UI thread."""
+        warning = None
         try:
-            description = self.service.secrets.description
+            secrets = self.service.secrets
+            description = secrets.description
+            warning = secrets.take_warning()
         except XeroTuiError:
             description = "not known until the config file can be read"
         self.call_from_thread(self.show_storage, description)
+        if warning:
+            self.call_from_thread(
+                self.notify, warning, severity="warning", timeout=15, markup=False
+            )
 
     def settle(self) -> None:
         """Work kept out of start-up, run once the home screen has painted: the stylesheets of

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from xero_tui.core.consent import ConnectionDraft, ConsentAttempt
     from xero_tui.core.context import Context
     from xero_tui.core.loopback import CallbackResult
+    from xero_tui.core.secrets import SecretStore
     from xero_tui.core.service import Service
 
 T = TypeVar("T")
@@ -353,7 +354,14 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"XERO_TENANT_ID={shlex.quote(conn.tenant_id)}")
     else:
         print(tokens.access_token)
+    _warn_loose(ctx.secrets)
     return EXIT_OK
+
+
+def _warn_loose(store: SecretStore) -> None:
+    warning = store.take_warning()
+    if warning:
+        _err(f"xero-tui: {warning}")
 
 
 # status -------------------------------------------------------------------------------------
@@ -364,6 +372,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else None
     health = svc.health(names)
     _err(f"Secrets are stored in: {svc.secrets.description}")
+    _warn_loose(svc.secrets)
     if not args.name:
         _say_pending(svc.load())
     if not args.offline:
@@ -583,6 +592,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
     for conn in saved:
         print(f"Saved {conn.name!r}: {clean_text(conn.tenant_name, 200)} ({conn.tenant_id})")
     _err(f"Secrets are stored in: {svc.secrets.description}")
+    _warn_loose(svc.secrets)
     return EXIT_OK
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 import threading
 import tomllib
 from abc import ABC, abstractmethod
@@ -31,6 +33,7 @@ from xero_tui.core.fsutil import (
     read_private,
     remove_stale_temps,
     stale_temps,
+    tighten_file,
 )
 from xero_tui.core.locks import file_lock
 from xero_tui.core.models import TokenSet
@@ -133,6 +136,10 @@ class SecretStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove `key`; a key that is not there is not an error."""
+
+    def take_warning(self) -> str | None:
+        """A warning about how the secrets were kept until now, if there is one; said once."""
+        return None
 
     def _not_kept(self, key: str) -> StorageError:
         return StorageError(
@@ -496,6 +503,8 @@ class FileStore(SecretStore):
     def __init__(self, paths: Paths, lock_timeout: float = 10.0) -> None:
         self.paths = paths
         self.lock_timeout = lock_timeout
+        # The mode the file had when it was found readable by others (and tightened), if it was.
+        self.was_loose: int | None = None
 
     @property
     def path(self) -> Path:
@@ -504,6 +513,25 @@ class FileStore(SecretStore):
     @property
     def description(self) -> str:
         return f"plain file {self.path}"
+
+    def take_warning(self) -> str | None:
+        """What to tell the user, once, when a secrets file others could read was tightened."""
+        if self.was_loose is None:
+            return None
+        mode, self.was_loose = self.was_loose, None
+        return (
+            f"{self.path} was readable by others (mode {mode:04o}); it is now 0600. "
+            "Anyone who read it could use the connections it holds: reconnect them to be sure."
+        )
+
+    def _tighten(self) -> None:
+        try:
+            mode = stat.S_IMODE(os.stat(self.path, follow_symlinks=False).st_mode)
+        except OSError:
+            return
+        if mode & 0o077:
+            tighten_file(self.path)
+            self.was_loose = mode
 
     def _not_kept(self, key: str) -> StorageError:
         return StorageError(
@@ -517,6 +545,7 @@ class FileStore(SecretStore):
             if not check_private_dir(self.paths.config_dir):
                 return {}
             text = read_private(path).decode("utf-8")
+            self._tighten()
         except ConfigError as exc:
             raise StorageError(str(exc)) from None
         except FileNotFoundError:
