@@ -59,6 +59,7 @@ LOOPBACK = "xero_tui/core/loopback.py"
 FSUTIL = "xero_tui/core/fsutil.py"
 CONFIG = "xero_tui/core/config.py"
 TOKENS = "xero_tui/core/tokens.py"
+CONNECT = "xero_tui/core/connect.py"
 
 CONFIG_TESTS = ("tests/test_config.py",)
 SECRETS_TESTS = ("tests/test_secrets.py",)
@@ -266,6 +267,52 @@ MUTANTS = (
         "await _store_rotated(ctx, conn, grant.grant_id, stored, fresh)\n",
         "\n",
         ("tests/test_cli.py::test_cached_token_makes_no_refresh_and_force_refresh_rotates",),
+    ),
+    Mutant(
+        "refresh: a failing store of the rotated token is not retried",
+        TOKENS,
+        "for wait in (0.0, *STORE_RETRY_WAITS):",
+        "for wait in (0.0,):",
+        ("tests/test_tokens.py",),
+    ),
+    # The connect session: what Xero issues is kept before anything else.
+    Mutant(
+        "connect: issued tokens are not written ahead",
+        CONNECT,
+        "await in_thread(self._write_pending, pending, tokens, superseded)\n",
+        "return\n",
+        (
+            "tests/test_connect.py",
+            "tests/test_cli_terminal.py::test_a_failing_connections_call_keeps_the_sign_in_for_the_next_connect",
+        ),
+    ),
+    Mutant(
+        "connect: the browser hears connected before the tokens are kept",
+        CONNECT,
+        "        try:\n            await settle(exchange())",
+        '        attempt.listener.answer(True, "Connected to Xero.")\n        try:\n            await settle(exchange())',
+        ("tests/test_connect.py",),
+    ),
+    Mutant(
+        "connect: a cancelled caller abandons the token request",
+        CONNECT,
+        "            result = await asyncio.shield(task)",
+        "            result = await task",
+        ("tests/test_connect.py",),
+    ),
+    Mutant(
+        "connect: the organisation prompt takes 0",
+        CONNECT,
+        "1 <= int(part) <= count",
+        "0 <= int(part) <= count",
+        ("tests/test_connect.py",),
+    ),
+    Mutant(
+        "connect: derived names are not numbered apart",
+        CONNECT,
+        "        while candidate in used:",
+        "        while False:",
+        ("tests/test_connect.py",),
     ),
 )
 

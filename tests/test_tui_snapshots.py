@@ -39,7 +39,12 @@ SECRET = "fixed-secret-never-shown"
 
 
 class FakeSecrets:
+    """Where the fixed service says secrets live; nothing to warn about."""
+
     description = "keyring (SecretService)"
+
+    def take_warning(self) -> str | None:
+        return None
 
 
 def sample_connections() -> list[Connection]:
