@@ -120,8 +120,8 @@ MUTANTS = (
     Mutant(
         "secrets: the probe does not check its read-back",
         SECRETS,
-        "if got != value:\n            return ProbeResult(",
-        "if got is None and False:\n            return ProbeResult(",
+        "if got != value:\n            return refused(",
+        "if got is None and False:\n            return refused(",
         SECRETS_TESTS,
     ),
     # The loopback listener (security.md 6-16).
@@ -199,22 +199,22 @@ MUTANTS = (
     Mutant(
         "fsutil: a symlinked config is replaced by a file",
         FSUTIL,
-        "    if path.is_symlink():\n        path = path.resolve()\n",
-        "",
+        "    if not stat.S_ISLNK(info.st_mode):\n        return path\n",
+        "    return path\n",
         CONFIG_TESTS,
     ),
     Mutant(
         "fsutil: a new private dir keeps what the umask left",
         FSUTIL,
-        "            os.chmod(path, PRIVATE_DIR)",
-        "            pass",
+        "        os.chmod(directory, PRIVATE_DIR)",
+        "        pass",
         (*CONFIG_TESTS, *SECRETS_TESTS),
     ),
     Mutant(
         "fsutil: an existing dir open to others is left open",
         FSUTIL,
-        "            if info.st_uid == os.getuid() and mode & 0o077:\n                os.chmod",
-        "            if False:\n                os.chmod",
+        "        if mode & 0o077:\n            os.chmod(path, mode & 0o700)\n    except OSError",
+        "        if False:\n            os.chmod(path, mode & 0o700)\n    except OSError",
         (*CONFIG_TESTS, *SECRETS_TESTS),
     ),
     # The config store (security.md 32-35).
