@@ -212,6 +212,8 @@ def test_a_stop_after_the_exchange_keeps_the_sign_in_and_connect_again_finishes_
     again = run_cli("connect", "acme", env=secret_env(emulator))
     assert again.code == 0, again.err
     assert "no new sign-in is needed" in again.err
+    # The ID token is not kept, so a resumed sign-in names what it saves, not who signed in.
+    assert "Saving Demo Company (NZ)." in again.err
     saved = config(isolated_env)
     assert "acme" in saved["connections"]  # type: ignore[operator]
     assert not saved.get("pending")

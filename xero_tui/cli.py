@@ -780,7 +780,7 @@ def _choose(args: argparse.Namespace, session: ConnectSession) -> list[Tenant]:
     # shows here.
     user = session.outcome.user if session.outcome is not None else None
     names = ", ".join(clean_text(t.tenant_name, 80) for t in chosen)
-    _err(f"Signed in to Xero as {user or 'a user Xero did not name'}; saving {names}.")
+    _err(f"Signed in to Xero as {user}; saving {names}." if user else f"Saving {names}.")
     return chosen
 
 
