@@ -116,3 +116,19 @@ async def test_remove_waits_for_a_refresh_in_flight_and_leaves_no_token_behind(
     await asyncio.wait_for(removal, 10)
     assert svc.secrets.get_tokens(grant_id) is None
     assert "rotated-refresh" not in svc.paths.secrets_file.read_text()
+
+
+async def test_a_token_refused_by_xero_is_refreshed_once_however_many_callers_saw_it(
+    emulator: Emulator,
+) -> None:
+    from xero_tui.core import tokens as token_module
+
+    svc = Service()
+    await connect(svc, emulator)
+    _, old = await svc.access_token("acme")
+    refreshes = emulator.stats.refreshes
+    # Two callers met the same 401; the second asks only after the first has refreshed.
+    _, first = await token_module.access_token(svc, "acme", refused=old.access_token)
+    _, second = await token_module.access_token(svc, "acme", refused=old.access_token)
+    assert emulator.stats.refreshes == refreshes + 1
+    assert first.access_token == second.access_token != old.access_token

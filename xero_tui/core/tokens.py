@@ -52,16 +52,20 @@ def cached_token(ctx: Context, name: str) -> tuple[Connection, TokenSet] | None:
 
 
 async def access_token(
-    ctx: Context, name: str, *, force: bool = False
+    ctx: Context, name: str, *, force: bool = False, refused: str | None = None
 ) -> tuple[Connection, TokenSet]:
-    """A valid access token for a connection, refreshing (single-flight) when needed."""
+    """A valid access token for a connection, refreshing (single-flight) when needed.
+
+    `force` refreshes whatever the expiry; `refused` names an access token Xero has just
+    rejected: a refresh then happens unless another caller's already replaced that token.
+    """
     # Nearly every call ends in a request to Xero (a refresh, or the caller's own): start on
     # its TLS context now, so that it overlaps with the config, the keyring and the lock.
     from xero_tui.core.http import start_tls_context
 
     start_tls_context()
     config, conn, grant = await in_thread(_grant_of, ctx, name)
-    tokens = await _refresh_if_needed(ctx, config, conn, grant, force)
+    tokens = await _refresh_if_needed(ctx, config, conn, grant, force, refused)
     return conn, tokens
 
 
@@ -94,11 +98,16 @@ def _tokens_missing(ctx: Context, conn: Connection) -> StorageError:
 
 
 async def _refresh_if_needed(
-    ctx: Context, config: Config, conn: Connection, grant: Grant, force: bool
+    ctx: Context,
+    config: Config,
+    conn: Connection,
+    grant: Grant,
+    force: bool,
+    refused: str | None = None,
 ) -> TokenSet:
     # Everything before the network in one worker thread: each hand-off to a thread and back
     # costs context switches, which add up on a busy machine.
-    stored, locked = await in_thread(_lock_for_refresh, ctx, conn, grant, force)
+    stored, locked = await in_thread(_lock_for_refresh, ctx, conn, grant, force, refused)
     if locked is None:
         return stored
     lock, secret = locked
@@ -127,11 +136,15 @@ async def _refresh_if_needed(
 
 
 def _lock_for_refresh(
-    ctx: Context, conn: Connection, grant: Grant, force: bool
+    ctx: Context, conn: Connection, grant: Grant, force: bool, refused: str | None = None
 ) -> tuple[TokenSet, tuple[FileLock, str | None] | None]:
     """Blocking. The stored tokens, and the held grant lock (with the client secret) when they
     have to be renewed; without a lock, the stored tokens are the answer."""
     seen = _stored_tokens(ctx, conn)
+    if refused is not None:
+        if seen.access_token != refused and seen.is_fresh():
+            return seen, None
+        force = True
     if not force and seen.is_fresh() and grant.grant_id not in ctx.unstored:
         return seen, None
     lock = ctx.acquire_grant_lock(grant.grant_id, lambda: repr(conn.name))
