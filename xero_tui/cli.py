@@ -165,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also revoke the grant at Xero (skipped while other connections share it)",
     )
 
+    keepalive = sub.add_parser(
+        "keepalive",
+        parents=[storage],
+        help="refresh connections not refreshed for a while, so Xero's 60 days never run out",
+        description=(
+            "Refresh every connection whose sign-in was last refreshed more than --older-than "
+            "days ago (a refresh token unused for 60 days dies at Xero); one line each. Exit 3 "
+            "when any needs reconnecting. Run it daily from cron or a systemd timer."
+        ),
+    )
+    keepalive.add_argument(
+        "--older-than",
+        type=_positive_days,
+        default=30.0,
+        metavar="DAYS",
+        help="refresh those last refreshed more than DAYS ago (default 30)",
+    )
+
     emulator = sub.add_parser("emulator", help="run the local Xero emulator (for demos and tests)")
     emulator.add_argument("--port", type=_bounded(0, 65535), default=8720)
     emulator.add_argument(
@@ -184,6 +202,16 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _positive_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not 0 <= value < 60:
+        raise argparse.ArgumentTypeError("must be from 0 to under 60 days (Xero's limit)")
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -234,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "token": cmd_token,
         "status": cmd_status,
         "remove": cmd_remove,
+        "keepalive": cmd_keepalive,
     }[args.command]
     try:
         return handler(args)
@@ -457,6 +486,25 @@ def cmd_remove(args: argparse.Namespace) -> int:
     if not removal.not_done:
         return EXIT_OK
     return EXIT_NEEDS_RECONNECT if removal.needs_reconnect else EXIT_ERROR
+
+
+# keepalive ----------------------------------------------------------------------------------
+
+
+def cmd_keepalive(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from xero_tui.core.keepalive import keep_alive
+
+    svc = _service(args)
+    results = asyncio.run(keep_alive(svc, args.older_than))
+    if not results:
+        _err("No connections saved yet.")
+    for kept in results:
+        print(kept.line)
+    if any(kept.needs_reconnect for kept in results):
+        return EXIT_NEEDS_RECONNECT
+    return EXIT_ERROR if any(kept.outcome == "failed" for kept in results) else EXIT_OK
 
 
 # connect ------------------------------------------------------------------------------------

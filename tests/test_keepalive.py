@@ -1,0 +1,68 @@
+"""`xero-tui keepalive`: a grant refreshed longer ago than the limit is refreshed, others not."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.support.cli import run_cli
+from tests.support.saved import connect
+from xero_tui.core.config import Config
+from xero_tui.core.service import Service
+from xero_tui.emulator import Emulator
+
+
+def age(svc: Service, name: str, days: float) -> None:
+    """Make the connection's grant look last refreshed `days` ago."""
+
+    def back(config: Config) -> None:
+        grant_id = config.connections[name].grant_id
+        for record in (config.grants[grant_id], *config.connections.values()):
+            if getattr(record, "grant_id", None) != grant_id:
+                continue
+            assert record.last_refreshed is not None
+            record.last_refreshed -= timedelta(days=days)
+
+    svc.store.update(back)
+
+
+async def test_a_31_day_old_grant_is_refreshed_and_a_2_day_old_one_is_not(
+    emulator: Emulator,
+) -> None:
+    svc = Service()
+    await connect(svc, emulator, "old")
+    await connect(svc, emulator, "recent")
+    age(svc, "old", 31)
+    age(svc, "recent", 2)
+    before = svc.load()
+    refreshes = emulator.stats.refreshes
+    result = run_cli("keepalive")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].startswith("old: refreshed (it was 31 days")
+    assert lines[1] == "recent: not due, refreshed 2 days ago"
+    assert emulator.stats.refreshes == refreshes + 1
+    after = svc.load()
+    old, recent = after.connections["old"], after.connections["recent"]
+    assert old.last_refreshed is not None and before.connections["old"].last_refreshed is not None
+    assert old.last_refreshed - before.connections["old"].last_refreshed > timedelta(days=30)
+    assert recent.last_refreshed == before.connections["recent"].last_refreshed
+    # With a lower limit, the recent one is due too.
+    assert run_cli("keepalive", "--older-than", "1").code == 0
+    assert emulator.stats.refreshes == refreshes + 2
+
+
+async def test_keepalive_exits_3_when_a_grant_is_gone(emulator: Emulator) -> None:
+    svc = Service()
+    await connect(svc, emulator, "gone")
+    age(svc, "gone", 40)
+    emulator.revoke_all(emulator.web_client.client_id)
+    result = run_cli("keepalive")
+    assert result.code == 3, result.err
+    assert result.out.startswith("gone: ")
+    assert "Reconnect" in result.out
+
+
+def test_keepalive_refuses_a_limit_past_xeros_sixty_days() -> None:
+    result = run_cli("keepalive", "--older-than", "61")
+    assert result.code == 2
+    assert "under 60 days" in result.err
