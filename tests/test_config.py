@@ -714,3 +714,26 @@ def test_disk_full_keeps_the_original_and_leaves_no_temp(store: ConfigStore, pat
     )
     assert paths.config_file.read_bytes() == before
     assert temps_beside(paths.config_file) == []
+
+
+def test_an_unfinished_sign_in_round_trips_and_a_bad_field_names_its_line(tmp_path: Path) -> None:
+    from xero_tui.core.models import Kind, PendingSignIn
+
+    pending = PendingSignIn(
+        "0123456789abcdef0123456789abcdef",
+        "Acme sync",
+        Kind.WEB,
+        "0123456789ABCDEF0123456789ABCDEF",
+        "http://localhost:8719/callback",
+        ("openid", "offline_access"),
+        WHEN,
+        auth_event_id="event-1",
+        renewing=("Acme sync - Beta",),
+    )
+    config = Config(pending={pending.grant_id: pending})
+    text = dump(config)
+    assert parse(text, tmp_path / "config.toml") == config
+    broken = text.replace('renewing = ["Acme sync - Beta"]', "renewing = [1]")
+    line = broken.splitlines().index("renewing = [1]") + 1
+    with pytest.raises(ConfigError, match=f"line {line}.*renewing.*array of strings"):
+        parse(broken, tmp_path / "config.toml")

@@ -347,11 +347,16 @@ class _Reader:
     ) -> str | None:
         return self.string(where, table, key) if key in table else None
 
-    def scopes(self, where: tuple[str, ...], table: Mapping[str, Any]) -> tuple[str, ...]:
-        value = table.get("scopes", [])
+    def strings(
+        self, where: tuple[str, ...], table: Mapping[str, Any], key: str
+    ) -> tuple[str, ...]:
+        value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self.field_error(where, "scopes", "must be an array of strings")
+            raise self.field_error(where, key, "must be an array of strings")
         return tuple(value)
+
+    def scopes(self, where: tuple[str, ...], table: Mapping[str, Any]) -> tuple[str, ...]:
+        return self.strings(where, table, "scopes")
 
     def moment(self, where: tuple[str, ...], table: Mapping[str, Any], key: str) -> datetime:
         if key not in table:
@@ -426,9 +431,6 @@ class _Reader:
         where = ("pending", grant_id)
         self.grant_id(where, None, grant_id)
         self.check_fields(where, table, self._PENDING_FIELDS)
-        renewing = table.get("renewing", [])
-        if not isinstance(renewing, list) or not all(isinstance(n, str) for n in renewing):
-            raise self.field_error(where, "renewing", "must be an array of strings")
         return PendingSignIn(
             grant_id=grant_id,
             name=self.string(where, table, "name"),
@@ -439,7 +441,7 @@ class _Reader:
             issued=self.moment(where, table, "issued"),
             pkce=self.flag(where, table, "pkce"),
             auth_event_id=self.optional_string(where, table, "auth_event_id"),
-            renewing=tuple(renewing),
+            renewing=self.strings(where, table, "renewing"),
         )
 
     _CONNECTION_FIELDS = (
