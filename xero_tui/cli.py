@@ -165,6 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="also revoke the grant at Xero (skipped while other connections share it)",
     )
 
+    handover = sub.add_parser(
+        "export",
+        parents=[storage],
+        help="hand a connection over to another tool (client ID, secret, refresh token, tenant)",
+        description=(
+            "Print what another tool needs to go on with a connection. A rotating refresh token "
+            "can have only one keeper, so by default xero-tui then forgets it here (with the "
+            "connections sharing it); --keep exports a copy instead. The secrets go to stdout "
+            "or to --output FILE (made 0600), and to a terminal only with --to-terminal."
+        ),
+    )
+    handover.add_argument("name")
+    handover.add_argument("--format", choices=["env", "json", "tap-xero"], default="env")
+    handover.add_argument("--output", metavar="FILE", help="write it to FILE, made 0600")
+    handover.add_argument(
+        "--keep", action="store_true", help="a copy: keep the connection here too (risky)"
+    )
+    handover.add_argument(
+        "--yes", action="store_true", help="hand over without asking (needed without a terminal)"
+    )
+    handover.add_argument(
+        "--to-terminal", action="store_true", help="print the secrets even to a terminal"
+    )
+
     keepalive = sub.add_parser(
         "keepalive",
         parents=[storage],
@@ -263,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "remove": cmd_remove,
         "keepalive": cmd_keepalive,
+        "export": cmd_export,
     }[args.command]
     try:
         return handler(args)
@@ -505,6 +530,67 @@ def cmd_keepalive(args: argparse.Namespace) -> int:
     if any(kept.needs_reconnect for kept in results):
         return EXIT_NEEDS_RECONNECT
     return EXIT_ERROR if any(kept.outcome == "failed" for kept in results) else EXIT_OK
+
+
+# export -------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xero_tui.core.fsutil import atomic_write
+    from xero_tui.core.handover import Export, export
+
+    if args.output is None and sys.stdout.isatty() and not args.to_terminal:
+        raise UsageError(
+            "The export holds secrets, and would stay in this terminal's scrollback: write it "
+            "with --output FILE (made 0600), pipe it to the other tool, or add --to-terminal."
+        )
+    svc = _service(args)
+    conn = svc.connection(args.name)
+    handing_over = not args.keep and conn.kind is not Kind.CUSTOM
+    if handing_over and not args.yes:
+        _confirm_handover(args.name)
+
+    def deliver(handed: Export) -> None:
+        text = handed.render(args.format)
+        if args.output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            atomic_write(Path(args.output), text.encode())
+
+    handed = export(svc, args.name, deliver, keep=not handing_over)
+    if handed.forgotten:
+        _err(
+            f"Handed over {args.name!r}: the other tool now holds the only refresh token, and "
+            f"xero-tui has forgotten {', '.join(repr(n) for n in handed.forgotten)}."
+        )
+    elif conn.kind is not Kind.CUSTOM:
+        _err(
+            f"xero-tui: a copy: {args.name!r} is still kept and refreshed here. Whichever copy "
+            "refreshes first breaks the other (Xero rotates refresh tokens): use it to move the "
+            "connection, then remove it here."
+        )
+    return EXIT_OK
+
+
+def _confirm_handover(name: str) -> None:
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"Handing {name!r} over makes xero-tui forget its refresh token: add --yes to "
+            "confirm, or --keep for a copy."
+        )
+    _err(
+        f"Hand {name!r} over? xero-tui then forgets its refresh token and the connections "
+        "sharing it, since only one keeper may refresh it."
+    )
+    # The question goes to stderr: stdout may be the pipe to the other tool.
+    sys.stderr.write("Type yes to hand it over: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if answer.strip().lower() != "yes":
+        raise UsageError("Not handed over; nothing was exported.")
 
 
 # connect ------------------------------------------------------------------------------------
