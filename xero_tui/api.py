@@ -92,8 +92,10 @@ def access_token(name: str, *, force: bool = False, stale: str | None = None) ->
         kept = _remembered(ctx, name, stale)
         if kept is not None:
             return kept
+    if not force and stale is None:
+        # Without an event loop: the stored token, while fresh. A refused one is the core's.
         cached = tokens.cached_token(ctx, name)
-        if cached is not None and cached[1].access_token != stale:
+        if cached is not None:
             conn, found = cached
             return _remember(ctx, name, _token(conn.tenant_id, found))
     work = access_token_async(name, force=force, stale=stale)

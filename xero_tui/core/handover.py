@@ -17,9 +17,10 @@ from datetime import datetime
 
 from xero_tui.core.config import Config
 from xero_tui.core.context import Context, app_in_use
-from xero_tui.core.errors import StorageError, UsageError
+from xero_tui.core.errors import UsageError
 from xero_tui.core.models import Kind
 from xero_tui.core.removal import drop_unused_grants
+from xero_tui.core.tokens import client_secret_missing, tokens_missing
 
 FORMATS = ("env", "json", "tap-xero")
 
@@ -75,15 +76,9 @@ def export(ctx: Context, name: str, deliver: Callable[[Export], None], *, keep: 
         client_id = conn.client_id if conn.kind.has_secret else None
         stored, secret = ctx.secrets_for(config).get_tokens_and_secret(conn.grant_id, client_id)
         if stored is None:
-            raise StorageError(
-                f"The tokens for {name!r} are missing from {ctx.secrets.description}; "
-                "reconnect it before handing it over."
-            )
+            raise tokens_missing(ctx, conn)
         if conn.kind.has_secret and secret is None:
-            raise StorageError(
-                f"The client secret for {name!r} is missing from {ctx.secrets.description}; "
-                "save the connection again with its secret."
-            )
+            raise client_secret_missing(ctx, conn)
         handed = Export(
             name=name,
             kind=conn.kind,

@@ -160,7 +160,7 @@ async def with_token(
         except TokenRejected:
             # A cached access token can outlive its grant (the app was removed at Xero): a
             # refresh then either renews it or says the connection needs reconnecting.
-            conn, found = await tokens.access_token(ctx, name, force=True)
+            conn, found = await tokens.access_token(ctx, name, refused=found.access_token)
             return conn, found, await call(xero, conn, found)
 
 

@@ -86,14 +86,21 @@ def _grant_of(ctx: Context, name: str) -> tuple[Config, Connection, Grant]:
 def _stored_tokens(ctx: Context, conn: Connection) -> TokenSet:
     tokens = ctx.secrets.get_tokens(conn.grant_id)
     if tokens is None:
-        raise _tokens_missing(ctx, conn)
+        raise tokens_missing(ctx, conn)
     return tokens
 
 
-def _tokens_missing(ctx: Context, conn: Connection) -> StorageError:
+def tokens_missing(ctx: Context, conn: Connection) -> StorageError:
     return StorageError(
         f"The tokens for {conn.name!r} are missing from {ctx.secrets.description}; "
         f"reconnect it (xero-tui connect {conn.name!r} ... or r in the app)."
+    )
+
+
+def client_secret_missing(ctx: Context, conn: Connection) -> StorageError:
+    return StorageError(
+        f"The client secret for {conn.name!r} is missing from {ctx.secrets.description}; "
+        "save the connection again with its secret."
     )
 
 
@@ -153,7 +160,7 @@ def _lock_for_refresh(
         client_id = grant.client_id if grant.kind.has_secret else None
         current, secret = ctx.secrets.get_tokens_and_secret(grant.grant_id, client_id)
         if current is None:
-            raise _tokens_missing(ctx, conn)
+            raise tokens_missing(ctx, conn)
         current = _store_unstored(ctx, grant.grant_id, current)
         # Another process refreshed while we waited: its token is as good as ours would be.
         rotated = current.access_token != seen.access_token
@@ -161,10 +168,7 @@ def _lock_for_refresh(
             lock.release()
             return current, None
         if grant.kind.has_secret and secret is None:
-            raise StorageError(
-                f"The client secret for {conn.name!r} is missing from "
-                f"{ctx.secrets.description}; save the connection again with its secret."
-            )
+            raise client_secret_missing(ctx, conn)
     except BaseException:
         lock.release()
         raise
