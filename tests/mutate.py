@@ -60,6 +60,7 @@ FSUTIL = "xero_tui/core/fsutil.py"
 CONFIG = "xero_tui/core/config.py"
 TOKENS = "xero_tui/core/tokens.py"
 CONNECT = "xero_tui/core/connect.py"
+CONTEXT = "xero_tui/core/context.py"
 
 CONFIG_TESTS = ("tests/test_config.py",)
 SECRETS_TESTS = ("tests/test_secrets.py",)
@@ -269,6 +270,13 @@ MUTANTS = (
         ("tests/test_cli.py::test_cached_token_makes_no_refresh_and_force_refresh_rotates",),
     ),
     Mutant(
+        "refresh: Ctrl-C during the request drops what Xero rotated in",
+        TOKENS,
+        "    fresh = await settle(renew())",
+        "    fresh = await renew()",
+        ("tests/test_keepalive.py",),
+    ),
+    Mutant(
         "refresh: a failing store of the rotated token is not retried",
         TOKENS,
         "for wait in (0.0, *STORE_RETRY_WAITS):",
@@ -295,10 +303,10 @@ MUTANTS = (
     ),
     Mutant(
         "connect: a cancelled caller abandons the token request",
-        CONNECT,
+        CONTEXT,
         "            result = await asyncio.shield(task)",
         "            result = await task",
-        ("tests/test_connect.py",),
+        ("tests/test_connect.py", "tests/test_keepalive.py"),
     ),
     Mutant(
         "connect: the organisation prompt takes 0",

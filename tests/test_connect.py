@@ -19,9 +19,9 @@ from xero_tui.core.connect import (
     connection_names,
     find_pending,
     parse_choice,
-    settle,
 )
 from xero_tui.core.consent import ConnectionDraft
+from xero_tui.core.context import settle
 from xero_tui.core.errors import UnavailableError, UsageError
 from xero_tui.core.models import Kind, Tenant, default_scopes
 from xero_tui.core.service import Service

@@ -66,3 +66,36 @@ def test_keepalive_refuses_a_limit_past_xeros_sixty_days() -> None:
     result = run_cli("keepalive", "--older-than", "61")
     assert result.code == 2
     assert "under 60 days" in result.err
+
+
+async def test_ctrl_c_during_a_refresh_at_a_terminal_still_stores_the_rotated_token(
+    emulator: Emulator,
+) -> None:
+    """Xero rotates as soon as it answers: the answer is stored before the command ends."""
+    import time
+
+    from tests.support.cli import cli_env
+    from tests.support.terminal import Terminal
+
+    svc = Service()
+    await connect(svc, emulator, "old")
+    age(svc, "old", 31)
+    grant_id = svc.connection("old").grant_id
+    faults, refreshes = emulator.stats.faults_injected, emulator.stats.refreshes
+    emulator.inject("token", "delay", delay=1.0)
+    with Terminal("keepalive", env=cli_env()) as t:
+        # Ctrl-C while Xero holds the refresh request: it rotates once the delay is over.
+        deadline = time.monotonic() + 10
+        while emulator.stats.faults_injected == faults:
+            assert time.monotonic() < deadline, t.screen
+            time.sleep(0.01)
+        t.interrupt()
+        t.wait(10)
+    # Xero finishes the refresh whether or not the caller is still there.
+    deadline = time.monotonic() + 10
+    while emulator.stats.refreshes == refreshes:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stored = Service().secrets.get_tokens(grant_id)
+    assert stored is not None
+    assert stored.refresh_token == emulator.current_refresh_token(emulator.web_client.client_id)

@@ -18,9 +18,8 @@ the pending sign-in up again, for as long as Xero accepts its refresh token.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 from xero_tui.core import consent
 from xero_tui.core.config import Config
 from xero_tui.core.consent import ConnectionDraft, ConsentAttempt, ConsentOutcome
-from xero_tui.core.context import Context, app_in_use, in_thread, now_utc
+from xero_tui.core.context import Context, app_in_use, in_thread, now_utc, settle
 from xero_tui.core.errors import StorageError, UsageError, XeroTuiError, clean_text
 from xero_tui.core.models import Connection, Grant, Kind, PendingSignIn, Tenant, TokenSet
 from xero_tui.core.removal import drop_unused_grants
@@ -49,25 +48,6 @@ class Phase(StrEnum):
     LISTED = "listed"
     SAVED = "saved"
     DISCARDED = "discarded"
-
-
-async def settle(work: Awaitable[T]) -> T:
-    """Await `work` to its end even if the caller is cancelled meanwhile (Ctrl-C, a closed
-    screen): once a request that makes Xero issue or rotate a token is sent, its answer must be
-    stored. The cancellation is passed on once the work is done."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
 
 
 def _fit(text: str, suffix: str = "") -> str:

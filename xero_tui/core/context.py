@@ -7,7 +7,7 @@ store) takes a `Context`. It imports neither asyncio nor httpx: a cached `token`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +32,27 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+async def settle(work: Awaitable[T]) -> T:
+    """Await `work` to its end even if the caller is cancelled meanwhile (Ctrl-C, a closed
+    screen): once a request that makes Xero issue or rotate a token is sent, its answer must be
+    stored. The cancellation is passed on once the work is done."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 def now_utc() -> datetime:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from xero_tui.core.config import Config
-from xero_tui.core.context import Context, in_thread, now_utc
+from xero_tui.core.context import Context, in_thread, now_utc, settle
 from xero_tui.core.errors import (
     NeedsReconnect,
     StorageError,
@@ -131,11 +131,10 @@ async def _refresh_if_needed(
         finally:
             lock.release()
 
-    import asyncio
-
     # Once the request is sent Xero may rotate the token: a caller that gives up (Esc on a
-    # test, a replaced worker) must not drop the new one, so refresh and store finish alone.
-    fresh = await asyncio.shield(asyncio.ensure_future(renew()))
+    # test, a replaced worker, Ctrl-C) must not drop the new one, so refresh and store finish
+    # before the cancellation goes on.
+    fresh = await settle(renew())
     stamp = now_utc()
     if not _refresh_recorded(config, grant.grant_id, stamp):
         await in_thread(mark, ctx, grant.grant_id, Status.OK, stamp)
