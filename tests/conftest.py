@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# The PostgreSQL server and a database per test, for the shared-store tests.
+from tests.support.postgres import postgres_server, store_url  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEYRING_BACKEND = "tests.support.keyring_backend.FileKeyring"
 

@@ -306,7 +306,7 @@ class XeroTuiApp(App[None]):
         self.notify(error_sentence(event.worker.error), severity="error", timeout=10)
 
 
-def run(demo: bool = False, insecure_storage: bool = False) -> int:
+def run(demo: bool = False, insecure_storage: bool = False, store_url: str | None = None) -> int:
     """Start the TUI (optionally against the built-in emulator) and return the exit code."""
     from xero_tui.core.service import Service
 
@@ -316,7 +316,7 @@ def run(demo: bool = False, insecure_storage: bool = False) -> int:
 
         context = start_demo()
     try:
-        service = Service(insecure_storage=insecure_storage or demo)
+        service = Service(insecure_storage=insecure_storage or demo, store_url=store_url)
         app = XeroTuiApp(service, demo=context)
         app.run()
         return app.return_code or 0

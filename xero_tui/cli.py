@@ -82,11 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     insecure_help = "keep secrets in a 0600 secrets.toml beside the config instead of the keyring"
     parser.add_argument("--insecure-storage", action="store_true", help=insecure_help)
-    # The same flag after the command: left unset there unless given, so the one before it holds.
+    store_help = (
+        "use the shared store at URL (postgresql://user@host:5432/dbname) instead of the one "
+        "config.toml or XERO_TUI_STORE names"
+    )
+    parser.add_argument("--store", metavar="URL", default=None, help=store_help)
+    # The same flags after the command: left unset there unless given, so the ones before hold.
     storage = _Parser(add_help=False)
     storage.add_argument(
         "--insecure-storage", action="store_true", default=argparse.SUPPRESS, help=insecure_help
     )
+    storage.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     connect = sub.add_parser(
@@ -207,6 +213,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh those last refreshed more than DAYS ago (default 30)",
     )
 
+    shared = sub.add_parser(
+        "store",
+        help="share connections between hosts through a PostgreSQL store",
+        description=(
+            "A shared store keeps connections, sign-ins and statuses in PostgreSQL, and the "
+            "secrets there encrypted with a key each host keeps itself. Choose it with "
+            '--store URL, XERO_TUI_STORE or store = "URL" in config.toml.'
+        ),
+    )
+    store_sub = shared.add_subparsers(
+        dest="store_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    store_sub.add_parser("init", parents=[storage], help="create the tables (done on first use)")
+    store_sub.add_parser(
+        "push",
+        parents=[storage],
+        help="move this host's connections and secrets into the store, then use it",
+    )
+    store_sub.add_parser(
+        "pull",
+        parents=[storage],
+        help="move the store's connections and secrets to this host, and stop using it",
+    )
+    key = store_sub.add_parser(
+        "key",
+        parents=[storage],
+        help="make this host's store key, or copy, import or rotate it",
+        description=(
+            "Without an option: make the key if neither this host nor the store has one, and "
+            "say where it is. To copy it to another host: "
+            "xero-tui store key --export | ssh OTHER-HOST xero-tui store key --import"
+        ),
+    )
+    key_action = key.add_mutually_exclusive_group()
+    key_action.add_argument(
+        "--export", action="store_true", help="print the key, for a pipe to another host"
+    )
+    key_action.add_argument(
+        "--import", dest="import_", action="store_true", help="read a key from stdin and keep it"
+    )
+    key_action.add_argument(
+        "--rotate", action="store_true", help="re-encrypt every secret under a new key"
+    )
+    key.add_argument("--to-terminal", action="store_true", help="--export even to a terminal")
+
     emulator = sub.add_parser("emulator", help="run the local Xero emulator (for demos and tests)")
     emulator.add_argument("--port", type=_bounded(0, 65535), default=8720)
     emulator.add_argument(
@@ -255,7 +306,7 @@ def _err(text: str) -> None:
 def _service(args: argparse.Namespace) -> Service:
     from xero_tui.core.service import Service
 
-    return Service(insecure_storage=args.insecure_storage)
+    return Service(insecure_storage=args.insecure_storage, store_url=args.store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         from xero_tui.app import run
 
-        return run(demo=args.demo, insecure_storage=args.insecure_storage)
+        return run(demo=args.demo, insecure_storage=args.insecure_storage, store_url=args.store)
     if args.command == "emulator":
         from xero_tui.emulator import serve
 
@@ -288,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "remove": cmd_remove,
         "keepalive": cmd_keepalive,
         "export": cmd_export,
+        "store": cmd_store,
     }[args.command]
     try:
         return handler(args)
@@ -384,7 +436,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from xero_tui.core import tokens as token_module
     from xero_tui.core.context import Context
 
-    ctx: Context = Context(insecure_storage=args.insecure_storage)
+    ctx: Context = Context(insecure_storage=args.insecure_storage, store_url=args.store)
     found = None if args.force_refresh else token_module.cached_token(ctx, args.name)
     if found is None:
         import asyncio
@@ -591,6 +643,85 @@ def _confirm_handover(name: str) -> None:
     answer = sys.stdin.readline()
     if answer.strip().lower() != "yes":
         raise UsageError("Not handed over; nothing was exported.")
+
+
+# store --------------------------------------------------------------------------------------
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from xero_tui.core import sharing, storekey
+
+    svc = _service(args)
+    url = svc.shared_url()
+    if url is None:
+        raise UsageError(
+            "No shared store is set: give --store postgresql://user@host:5432/dbname, or set "
+            'XERO_TUI_STORE, or store = "..." in config.toml.'
+        )
+    address, db = svc.shared(url)
+    action = args.store_command
+    if action == "init":
+        from xero_tui.core.pgstore import ensure_schema
+
+        def init(conn: Any) -> bool:
+            return ensure_schema(conn, address)
+
+        db.run(init, "set up")
+        print(f"The tables of {address.description} are ready.")
+        return EXIT_OK
+    if action == "push":
+        moved = sharing.push(svc, url)
+        print(moved.summary("Moved"))
+        if moved.key is not None and moved.key.created:
+            print(f"Made the store key and kept it in the {moved.key.where}.")
+        print(
+            f"On each other host: xero-tui --store '{url}' store key --import (the key comes "
+            f"from here: {storekey.COPY_HINT})."
+        )
+        return EXIT_OK
+    if action == "pull":
+        moved = sharing.pull(svc)
+        print(moved.summary("Moved"))
+        if svc.store_url is not None:
+            print("The store is still named by --store or XERO_TUI_STORE: drop it to use these.")
+        return EXIT_OK
+    local = svc.local_secrets()
+    if args.export:
+        if sys.stdout.isatty() and not args.to_terminal:
+            raise UsageError(
+                "The key opens every secret in the store, and would stay in this terminal's "
+                f"scrollback: pipe it ({storekey.COPY_HINT}), or add --to-terminal."
+            )
+        keys = storekey.local_keys(address, lambda: local)
+        sys.stdout.write(",".join(k.decode("ascii") for k in keys) + "\n")
+        return EXIT_OK
+    if args.import_:
+        if sys.stdin.isatty():
+            import getpass
+
+            text = getpass.getpass("Store key (hidden): ")
+        else:
+            text = sys.stdin.read(4096)
+        where = storekey.import_key(db, local, text)
+        print(f"Kept the key for {address.description} in the {where}.")
+        return EXIT_OK
+    if args.rotate:
+        count = storekey.rotate_key(db, local)
+        print(
+            f"Re-encrypted {count} secret{'s' if count != 1 else ''} in {address.description} "
+            f"under a new key, kept in the {local.description}. Other hosts need it now: "
+            f"{storekey.COPY_HINT}."
+        )
+        return EXIT_OK
+    state = storekey.ensure_key(db, local)
+    if state.matches is False:
+        from xero_tui.core.pgstore import wrong_key
+
+        raise wrong_key(address)
+    made = "Made a new key" if state.created else "The key"
+    print(f"{made} for {address.description} is in the {state.where}.")
+    print(f"To copy it to another host: {storekey.COPY_HINT}")
+    return EXIT_OK
 
 
 # connect ------------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ _FIX = "fix or move the file; xero-tui will not overwrite it"
 class Config:
     schema: int = SCHEMA
     secret_storage: SecretStorage = "keyring"
+    # A shared store (a PostgreSQL URL): when set, grants, connections and pending sign-ins live
+    # there, and a local config keeps only this and its own preferences.
+    store: str | None = None
     grants: dict[str, Grant] = field(default_factory=dict)
     connections: dict[str, Connection] = field(default_factory=dict)
     # Sign-ins whose tokens are stored but whose connections are not saved yet, by grant id.
@@ -161,6 +164,8 @@ def dump(config: Config) -> str:
         f"schema = {int(config.schema)}",
         f"secret_storage = {toml_string(config.secret_storage)}",
     ]
+    if config.store is not None:
+        lines.append(f"store = {toml_string(config.store)}")
     for grant_id in sorted(config.grants):
         grant = config.grants[grant_id]
         if grant.grant_id != grant_id:
@@ -270,7 +275,7 @@ def _table_name(table: tuple[str, ...]) -> str:
 class _Reader:
     """Turns parsed TOML into a Config, with errors that name the file, table, field and line."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path | str, text: str) -> None:
         self.path = path
         self.text = text
 
@@ -298,12 +303,13 @@ class _Reader:
                 "as xero-tui will not overwrite it",
             )
         for key in data:
-            if key not in ("schema", "secret_storage", "grants", "connections", "pending"):
+            if key not in ("schema", "secret_storage", "store", "grants", "connections", "pending"):
                 raise self.error((), key, f"unknown setting '{key}'")
         storage = data.get("secret_storage", "keyring")
         if storage not in SECRET_STORAGES:
             raise self.field_error((), "secret_storage", 'must be "keyring" or "file"')
-        config = Config(schema=schema, secret_storage=cast(SecretStorage, storage))
+        store = self.optional_string((), data, "store")
+        config = Config(schema=schema, secret_storage=cast(SecretStorage, storage), store=store)
         for name, table in self.tables(data, "grants").items():
             config.grants[name] = self.grant(name, table)
         for name, table in self.tables(data, "connections").items():
@@ -516,6 +522,65 @@ def parse(text: str, path: Path) -> Config:
         where = f"{path} line {line}" if line else f"{path}"
         raise ConfigError(f"{where}: {message} — {_FIX}.") from None
     return _Reader(path, text).config(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records: each grant, connection and pending sign-in on its own, for a shared store's rows
+
+SECTIONS = ("grants", "connections", "pending")
+_MOMENTS = frozenset({"created", "last_refreshed", "issued"})
+Record = tuple[str, str]
+
+
+def records(config: Config) -> dict[Record, dict[str, Any]]:
+    """Every grant, connection and pending sign-in of `config` as JSON-ready fields, by
+    (section, id or name): the same fields, in the same words, as config.toml's tables."""
+    out: dict[Record, dict[str, Any]] = {}
+
+    def put(section: str, key: str, fields: list[tuple[str, object]]) -> None:
+        body: dict[str, Any] = {}
+        for name, value in fields:
+            if isinstance(value, datetime):
+                body[name] = _toml_datetime(value)
+            elif isinstance(value, tuple):
+                body[name] = list(value)
+            elif value is not None:
+                body[name] = value
+        out[(section, key)] = body
+
+    for grant_id, grant in config.grants.items():
+        put("grants", grant_id, _grant_fields(grant))
+    for name, conn in config.connections.items():
+        put("connections", name, _connection_fields(conn))
+    for grant_id, pending in config.pending.items():
+        put("pending", grant_id, _pending_fields(pending))
+    return out
+
+
+def from_records(rows: Mapping[Record, Mapping[str, Any]], where: str, store: str) -> Config:
+    """The Config that `records` gave these rows, checked as config.toml's tables are; errors
+    name `where` (the store) and the record."""
+    reader = _Reader(where, "")
+    config = Config(store=store)
+    for (section, key), body in sorted(rows.items()):
+        table: dict[str, Any] = {}
+        for name, value in body.items():
+            if name in _MOMENTS and isinstance(value, str):
+                try:
+                    table[name] = datetime.fromisoformat(value)
+                except ValueError:
+                    table[name] = value
+            else:
+                table[name] = value
+        if section == "grants":
+            config.grants[key] = reader.grant(key, table)
+        elif section == "connections":
+            config.connections[key] = reader.connection(key, table)
+        elif section == "pending":
+            config.pending[key] = reader.pending(key, table)
+        else:
+            raise reader.error((), None, f"unknown record section {section!r}")
+    return config
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from xero_tui.core.storage import probe_storage
 from xero_tui.core.validate import MAX_NAME, check_name
 
 if TYPE_CHECKING:
-    from xero_tui.core.locks import FileLock
+    from xero_tui.core.context import GrantLock
     from xero_tui.core.loopback import CallbackResult
 
 T = TypeVar("T")
@@ -427,7 +427,7 @@ class ConnectSession:
         assert self.tokens is not None
         return self.tokens
 
-    def _lock_pending(self, pending: PendingSignIn) -> tuple[FileLock, TokenSet, str | None]:
+    def _lock_pending(self, pending: PendingSignIn) -> tuple[GrantLock, TokenSet, str | None]:
         """Blocking. The pending grant's lock, held, with its stored tokens and client secret."""
         lock = self.ctx.acquire_grant_lock(
             pending.grant_id, lambda: f"the unfinished sign-in {pending.name!r}"

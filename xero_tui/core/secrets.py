@@ -54,7 +54,7 @@ CHOICES = (
 NO_KEYRING = "No keyring is available: no Secret Service runs here (usual over SSH)."
 _FILE_SCHEMA = 1
 T = TypeVar("T")
-StorageKind = Literal["keyring", "file"]
+StorageKind = Literal["keyring", "file", "database"]
 
 
 def client_secret_key(client_id: str) -> str:
@@ -151,6 +151,10 @@ class SecretStore(ABC):
         self.set(key, value)
         if self.get(key) != value:
             raise self._not_kept(key)
+
+    def put(self, key: str, value: str) -> None:
+        """Save and read back; raises StorageError when the store did not keep it."""
+        self._put_checked(key, value)
 
     def get_many(self, keys: list[str]) -> dict[str, str | None]:
         """Several values at once; stores that pay per call override this."""

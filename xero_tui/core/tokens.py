@@ -23,7 +23,7 @@ from xero_tui.core.errors import (
 from xero_tui.core.models import Connection, Grant, Kind, Status, TokenSet
 
 if TYPE_CHECKING:
-    from xero_tui.core.locks import FileLock
+    from xero_tui.core.context import GrantLock
 
 # A refresh rewrites config.toml (under its lock, with two fsyncs) only when it changes a status
 # or moves a recorded refresh time by at least this much: a script that refreshes every half hour
@@ -126,7 +126,7 @@ async def _refresh_if_needed(
             except NeedsReconnect:
                 await in_thread(mark, ctx, grant.grant_id, Status.NEEDS_RECONNECT)
                 raise
-            await _store_rotated(ctx, conn, grant.grant_id, stored, fresh)
+            await _store_rotated(ctx, conn, lock, grant.grant_id, stored, fresh)
             return fresh
         finally:
             lock.release()
@@ -143,7 +143,7 @@ async def _refresh_if_needed(
 
 def _lock_for_refresh(
     ctx: Context, conn: Connection, grant: Grant, force: bool, refused: str | None = None
-) -> tuple[TokenSet, tuple[FileLock, str | None] | None]:
+) -> tuple[TokenSet, tuple[GrantLock, str | None] | None]:
     """Blocking. The stored tokens, and the held grant lock (with the client secret) when they
     have to be renewed; without a lock, the stored tokens are the answer."""
     seen = _stored_tokens(ctx, conn)
@@ -175,9 +175,15 @@ def _lock_for_refresh(
 
 
 async def _store_rotated(
-    ctx: Context, conn: Connection, grant_id: str, replaced: TokenSet, fresh: TokenSet
+    ctx: Context,
+    conn: Connection,
+    lock: GrantLock,
+    grant_id: str,
+    replaced: TokenSet,
+    fresh: TokenSet,
 ) -> None:
-    """Store what a refresh rotated in, retrying a failing store (a full disk, a busy keyring).
+    """Store what a refresh rotated in, through the lock held for it, retrying a failing store
+    (a full disk, a busy keyring, a database that went away).
 
     Xero has already replaced the token, but still accepts the stored one for 30 minutes. So a
     store that keeps failing leaves the new token in memory, for the next refresh in this
@@ -194,7 +200,7 @@ async def _store_rotated(
             break
         await asyncio.sleep(wait)
         try:
-            await in_thread(ctx.secrets.put_tokens, grant_id, fresh)
+            await in_thread(lock.store_tokens, fresh, replaced)
         except StorageError as exc:
             problem = exc
             continue

@@ -1,0 +1,214 @@
+"""Moving a host's connections into a shared store (`store push`) and back out (`store pull`).
+
+Either way the copy is written, read back and compared before the source is deleted, while
+every grant involved is locked at the source, so that no refresh rotates a token between the
+read and the delete. A rotating refresh token may have one keeper only: a move, not a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from xero_tui.core.config import Config, records
+from xero_tui.core.context import Context, quoted_names
+from xero_tui.core.errors import StorageError, UsageError
+from xero_tui.core.pgstore import RECORDS_LOCK_TIMEOUT, _psycopg, upsert_secret
+from xero_tui.core.secrets import client_secret_key, grant_key, open_store
+from xero_tui.core.storekey import KeyState, ensure_key
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a push or pull moved, and where to."""
+
+    connections: int
+    pending: int
+    secrets: int
+    where: str
+    key: KeyState | None = None
+    # Connections whose tokens were missing at the source: moved, but they need reconnecting.
+    reconnect: tuple[str, ...] = ()
+
+    def summary(self, verb: str) -> str:
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        parts = [count(self.connections, "connection")]
+        if self.pending:
+            parts.append(count(self.pending, "unfinished sign-in"))
+        parts.append(count(self.secrets, "secret"))
+        text = f"{verb} {', '.join(parts)} to {self.where}, read them back, and removed the source's copies."
+        if self.reconnect:
+            text += f" Reconnect {quoted_names(self.reconnect)}: its tokens were missing."
+        return text
+
+
+def _secret_keys(config: Config) -> tuple[list[str], list[str]]:
+    """The grant ids and secret keys a config's connections and sign-ins need."""
+    grant_ids = sorted(
+        {c.grant_id for c in config.connections.values()} | set(config.grants) | set(config.pending)
+    )
+    apps = [(c.client_id, c.kind) for c in config.connections.values()]
+    apps += [(p.client_id, p.kind) for p in config.pending.values()]
+    client_ids = sorted({client_id for client_id, kind in apps if kind.has_secret})
+    return grant_ids, [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
+
+
+def _missing_tokens(config: Config, values: dict[str, str | None]) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            name
+            for name, conn in config.connections.items()
+            if values.get(grant_key(conn.grant_id)) is None
+        )
+    )
+
+
+def push(ctx: Context, url: str) -> Moved:
+    """Blocking. Move this host's connections, sign-ins and secrets into the store at `url`,
+    and make config.toml name it. A name the store already has is refused: nothing moves."""
+    local = ctx.local.load()
+    if local.store is not None and local.store != url:
+        raise UsageError(
+            f"{ctx.paths.config_file} already uses the store {ctx.shared(local.store)[0].description}: "
+            "pull from it first (xero-tui store pull)."
+        )
+    address, db = ctx.shared(url)
+    source = open_store(ctx.paths, local.secret_storage, insecure=ctx.insecure_storage)
+    key = ensure_key(db, ctx.local_secrets())
+    if key.matches is False:
+        from xero_tui.core.pgstore import wrong_key
+
+        raise wrong_key(address)
+    target = ctx.shared_secrets(url)
+    grant_ids, keys = _secret_keys(local)
+    with ctx.grant_locks(grant_ids, local, source):
+        values = source.get_many(keys)
+        present = {k: v for k, v in values.items() if v is not None}
+        rows = records(local)
+        pg = _psycopg()
+        from psycopg.types.json import Jsonb
+
+        def write(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{RECORDS_LOCK_TIMEOUT:.0f}s'")
+                conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
+                taken = conn.execute(
+                    "SELECT section, key FROM xero_tui.records WHERE (section, key) IN "
+                    "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([s for s, _ in rows], [k for _, k in rows]),
+                ).fetchall()
+                if taken:
+                    names = sorted(k for s, k in taken if s == "connections") or sorted(
+                        k for _, k in taken
+                    )
+                    raise UsageError(
+                        f"{address.description} already has {quoted_names(names)}: remove or "
+                        "rename it on one side first; nothing was moved."
+                    )
+                for (section, record_key), body in rows.items():
+                    conn.execute(
+                        "INSERT INTO xero_tui.records (section, key, body) VALUES (%s, %s, %s)",
+                        (section, record_key, Jsonb(body)),
+                    )
+                fernet = target.writer(conn)
+                for secret_key, value in present.items():
+                    upsert_secret(conn, fernet, secret_key, value)
+
+        try:
+            db.run(write, "copy the connections to")
+        except pg.errors.LockNotAvailable:
+            raise StorageError(
+                f"Another host kept the connections in {address.description} locked; nothing "
+                "was moved. Try again."
+            ) from None
+        _check_copy(target.get_many(list(present)), present, address.description)
+        shared = ctx.shared_records(url).load()
+        if records(shared).keys() < rows.keys():
+            raise StorageError(f"{address.description} did not keep every connection pushed.")
+
+        def switch(config: Config) -> None:
+            config.grants.clear()
+            config.connections.clear()
+            config.pending.clear()
+            config.store = url
+
+        ctx.local.update(switch)
+        source.delete_many(keys)
+    ctx.use_secrets(target)
+    return Moved(
+        len(local.connections),
+        len(local.pending),
+        len(present),
+        address.description,
+        key,
+        _missing_tokens(local, values),
+    )
+
+
+def pull(ctx: Context) -> Moved:
+    """Blocking. Move the shared store's connections, sign-ins and secrets to this host (its
+    keyring, or its secrets file) and stop using the store. Other hosts lose them."""
+    url = ctx.shared_url()
+    if url is None:
+        raise UsageError("No shared store is set: there is nothing to pull.")
+    local = ctx.local.load()
+    if local.connections or local.pending:
+        raise UsageError(
+            f"{ctx.paths.config_file} has connections of its own beside the store's; remove "
+            "them first, so that none is overwritten."
+        )
+    db = ctx.shared(url)[1]
+    shared_store = ctx.shared_records(url)
+    shared = shared_store.load()
+    source = ctx.shared_secrets(url)
+    target = open_store(ctx.paths, local.secret_storage, insecure=ctx.insecure_storage)
+    grant_ids, keys = _secret_keys(shared)
+    with ctx.grant_locks(grant_ids, shared, source):
+        values = source.get_many(keys)
+        present = {k: v for k, v in values.items() if v is not None}
+        if present:
+            target.put_many(present)
+        _check_copy(target.get_many(list(present)), present, target.description)
+
+        def adopt(config: Config) -> None:
+            config.grants.update(shared.grants)
+            config.connections.update(shared.connections)
+            config.pending.update(shared.pending)
+            config.store = None
+
+        ctx.local.update(adopt)
+
+        def forget(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
+                for section, record_key in records(shared):
+                    conn.execute(
+                        "DELETE FROM xero_tui.records WHERE section = %s AND key = %s",
+                        (section, record_key),
+                    )
+                conn.execute("DELETE FROM xero_tui.secrets WHERE key = ANY(%s)", (keys,))
+
+        db.run(forget, "remove the moved connections from")
+    ctx.use_secrets(target)
+    return Moved(
+        len(shared.connections),
+        len(shared.pending),
+        len(present),
+        target.description,
+        None,
+        _missing_tokens(shared, values),
+    )
+
+
+def _check_copy(got: dict[str, str | None], wanted: dict[str, str], where: str) -> None:
+    wrong = [k for k, v in wanted.items() if got.get(k) != v]
+    if wrong:
+        raise StorageError(
+            f"{where} did not keep {len(wrong)} of the secrets copied to it; nothing was removed "
+            "from where they came from."
+        )
