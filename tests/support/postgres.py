@@ -59,7 +59,17 @@ class Postgres:
 
     def start(self) -> None:
         options = f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c max_connections=200"
-        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        self.run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
@@ -73,9 +83,24 @@ class Postgres:
 
     def psql(self, dbname: str, sql: str) -> str:
         return subprocess.run(
-            [str(self.bin_dir / "psql"), "-h", str(self.socket_dir), "-U", "postgres", "-d", dbname,
-             "-XtAq", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            capture_output=True, text=True, check=True, timeout=60,
+            [
+                str(self.bin_dir / "psql"),
+                "-h",
+                str(self.socket_dir),
+                "-U",
+                "postgres",
+                "-d",
+                dbname,
+                "-XtAq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout
 
     def new_database(self) -> str:
@@ -84,10 +109,19 @@ class Postgres:
         return name
 
     def dump(self, dbname: str) -> str:
-        return subprocess.run(
+        """The database as pg_dump writes it, without the random lines it adds each time."""
+        text = subprocess.run(
             [str(self.bin_dir / "pg_dump"), "-h", str(self.socket_dir), "-U", "postgres", dbname],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout
+        return "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if not line.startswith(("\\restrict", "\\unrestrict"))
+        )
 
 
 @pytest.fixture(scope="session")

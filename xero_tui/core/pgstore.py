@@ -234,20 +234,37 @@ class Database:
             self._conn = conn
         return self._conn
 
-    def run(self, work: Callable[[psycopg.Connection[Any]], T], doing: str = "use") -> T:
-        """`work` on the shared connection, under this process's lock for it."""
+    def run(
+        self,
+        work: Callable[[psycopg.Connection[Any]], T],
+        doing: str = "use",
+        *,
+        read: bool = False,
+    ) -> T:
+        """`work` on the shared connection, under this process's lock for it.
+
+        A connection the server dropped since its last use (a restart) is found on its next
+        use: a `read` is then tried once more on a new connection; anything else is said, and
+        the next call connects again."""
         pg = _psycopg()
         with self._lock:
+            reused = self._conn is not None and not self._conn.closed
             conn = self._connection()
             try:
                 return work(conn)
             except pg.errors.LockNotAvailable:
                 raise
             except pg.OperationalError as exc:
-                # The server went away (a restart, a network cut): said now, reconnected next.
                 conn.close()
-                raise self.unreachable(exc, doing) from None
+                if not (read and reused):
+                    raise self.unreachable(exc, doing) from None
             except pg.errors.InsufficientPrivilege as exc:
+                raise self.unreachable(exc, doing) from None
+            conn = self._connection()
+            try:
+                return work(conn)
+            except pg.OperationalError as exc:
+                conn.close()
                 raise self.unreachable(exc, doing) from None
 
     def close(self) -> None:
@@ -328,7 +345,7 @@ class RecordStore:
         def read(conn: psycopg.Connection[Any]) -> list[tuple[str, str, dict[str, Any]]]:
             return conn.execute("SELECT section, key, body FROM xero_tui.records").fetchall()
 
-        rows = self.db.run(read, "read the connections in")
+        rows = self.db.run(read, "read the connections in", read=True)
         return self._config(rows)
 
     def _config(self, rows: list[tuple[str, str, dict[str, Any]]]) -> Config:
@@ -454,7 +471,7 @@ class DatabaseSecrets(SecretStore):
                 (_KEY_ID, keys),
             ).fetchall()
 
-        rows = self.db.run(read, "read the secrets in")
+        rows = self.db.run(read, "read the secrets in", read=True)
         key_id = next((value for key, value in rows if key == ""), None)
         found = {key: value for key, value in rows if key != ""}
         if not found:

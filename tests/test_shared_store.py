@@ -1,0 +1,328 @@
+"""The shared store on a real PostgreSQL: several hosts (each its own config folder) against one
+database and the emulator, as `xero-tui` runs on each of them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import ROOT, cli_env, run_cli
+from tests.support.postgres import Postgres
+from tests.support.saved import connect
+from tests.support.session import consent_in
+from xero_tui.core.config import parse
+from xero_tui.core.errors import ConfigError, StorageError
+from xero_tui.core.pgstore import parse_address
+from xero_tui.core.secrets import grant_key
+from xero_tui.core.service import Service
+from xero_tui.emulator import Emulator
+from xero_tui.emulator.state import EmulatorStats
+
+
+def host(tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
+    """The environment of another host: a config folder (and test keyring) of its own."""
+    folder = tmp_path / name
+    folder.mkdir(mode=0o700)
+    return cli_env(
+        XERO_TUI_CONFIG_DIR=str(folder / "config"),
+        XERO_TUI_TEST_KEYRING=str(folder / "keyring.json"),
+        **extra,
+    )
+
+
+def stats(emulator: Emulator) -> EmulatorStats:
+    return emulator.stats
+
+
+def writes(server: Postgres, url: str, key: str) -> int:
+    dbname = parse_address(url).dbname
+    out = server.psql(dbname, f"SELECT writes FROM xero_tui.secrets WHERE key = '{key}'").strip()
+    return int(out or 0)
+
+
+def test_a_password_written_in_the_store_url_is_refused_with_a_sentence() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_address("postgresql://sync:hunter2@db.example:5432/xero")
+    assert "password" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    address = parse_address("postgresql://sync@db.example:6543/xero?sslmode=verify-full")
+    assert address.description == "PostgreSQL xero on db.example:6543"
+
+
+def test_connect_on_one_host_gives_a_token_on_another_and_a_reconnect_there_is_seen_back(
+    emulator: Emulator, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draft = asyncio.run(connect(Service(), emulator, "acme"))
+    other = host(tmp_path, "b")
+    got = run_cli("token", "acme", "--json", env=other)
+    assert got.code == 0, got.err
+    before = Service().connection("acme")
+    assert json.loads(got.out)["tenant_id"] == before.tenant_id
+    listed = json.loads(run_cli("list", "--json", env=other).out)
+    assert [(row["name"], row["storage"]) for row in listed] == [("acme", "database")]
+
+    # A reconnect on host B, in its own config folder, replaces the grant for host A too.
+    monkeypatch.setenv("XERO_TUI_CONFIG_DIR", other["XERO_TUI_CONFIG_DIR"])
+
+    async def reconnect() -> None:
+        session = Service().start_session(draft, "acme", reconnect=True)
+        outcome = await consent_in(session)
+        session.save([t for t in outcome.tenants if t.tenant_id == before.tenant_id])
+
+    asyncio.run(reconnect())
+    monkeypatch.setenv("XERO_TUI_CONFIG_DIR", str(tmp_path / "config"))
+    seen_on_a = Service().connection("acme")
+    assert seen_on_a.grant_id != before.grant_id
+    assert run_cli("token", "acme").code == 0
+    assert emulator.stats.invalid_grants == 0
+
+
+def test_a_forced_refresh_on_one_host_is_the_token_the_other_host_then_hands_out(
+    emulator: Emulator, store_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(connect(Service(), emulator, "acme"))
+    other = host(tmp_path, "b")
+    refreshed = run_cli("token", "acme", "--force-refresh", env=other)
+    assert refreshed.code == 0, refreshed.err
+    here = run_cli("token", "acme")
+    assert here.code == 0, here.err
+    assert here.out == refreshed.out
+    assert stats(emulator).invalid_grants == 0
+
+
+def test_status_and_list_name_the_store_and_never_its_credentials(
+    emulator: Emulator, store_url: str
+) -> None:
+    asyncio.run(connect(Service(), emulator, "acme"))
+    status = run_cli("status", "--offline")
+    assert status.code == 0, status.err
+    address = parse_address(store_url)
+    assert f"PostgreSQL {address.dbname} on {address.host}" in status.out + status.err
+
+
+def test_a_host_with_another_key_gets_one_sentence_and_changes_nothing(
+    emulator: Emulator, store_url: str, postgres_server: Postgres, tmp_path: Path
+) -> None:
+    from cryptography.fernet import Fernet
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    dbname = parse_address(store_url).dbname
+    before = postgres_server.dump(dbname)
+    stranger = host(tmp_path, "b", XERO_TUI_STORE_KEY=Fernet.generate_key().decode())
+    for args in (("token", "acme"), ("token", "acme", "--force-refresh"), ("status",)):
+        got = run_cli(*args, env=stranger)
+        assert got.code == 5, (args, got.err)
+        assert "store key" in got.err and "Traceback" not in got.err
+        said = [line for line in got.err.splitlines() if "endpoints overridden" not in line]
+        assert len(said) == 1, said
+    assert postgres_server.dump(dbname) == before
+    assert stats(emulator).refreshes == 0
+
+
+def test_pg_dump_of_the_store_holds_no_token_secret_or_key_in_clear(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    svc = Service()
+    draft = asyncio.run(connect(svc, emulator, "acme"))
+    assert run_cli("token", "acme", "--force-refresh").code == 0
+    conn = Service().connection("acme")
+    tokens = Service().secrets.get_tokens(conn.grant_id)
+    assert tokens is not None and tokens.refresh_token
+    secrets = {
+        tokens.access_token,
+        tokens.refresh_token,
+        draft.client_secret or "",
+        os.environ["XERO_TUI_STORE_KEY"],
+    }
+    dump = postgres_server.dump(parse_address(store_url).dbname)
+    assert conn.tenant_id in dump  # the dump is of the right database
+    assert [s for s in secrets if s and s in dump] == []
+
+
+def test_push_moves_a_working_host_into_the_store_and_pull_moves_it_back(
+    emulator: Emulator, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XERO_TUI_STORE")
+    asyncio.run(connect(Service(), emulator, "acme"))
+    local_secrets = Service().secrets
+    grant = Service().connection("acme").grant_id
+    assert local_secrets.get_tokens(grant) is not None
+
+    pushed = run_cli("--store", store_url, "store", "push")
+    assert pushed.code == 0, pushed.err
+    assert "Moved 1 connection" in pushed.out
+    config = parse((tmp_path / "config" / "config.toml").read_text(), Path("config.toml"))
+    assert config.store == store_url and not config.connections and not config.grants
+    assert local_secrets.get_tokens(grant) is None  # the keyring's copy is gone
+    # Without --store: config.toml now names the store.
+    assert run_cli("token", "acme").code == 0
+    other = host(tmp_path, "b", XERO_TUI_STORE=store_url)
+    assert run_cli("token", "acme", env=other).code == 0
+
+    pulled = run_cli("store", "pull")
+    assert pulled.code == 0, pulled.err
+    config = parse((tmp_path / "config" / "config.toml").read_text(), Path("config.toml"))
+    assert config.store is None and "acme" in config.connections
+    assert local_secrets.get_tokens(grant) is not None
+    assert run_cli("token", "acme", "--force-refresh").code == 0
+    gone = run_cli("token", "acme", env=other)
+    assert gone.code == 2 and "No connection named 'acme'" in gone.err
+    assert stats(emulator).invalid_grants == 0
+
+
+def test_push_refuses_a_name_the_store_already_has_and_moves_nothing(
+    emulator: Emulator, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = host(tmp_path, "b")
+    monkeypatch.setenv("XERO_TUI_CONFIG_DIR", other["XERO_TUI_CONFIG_DIR"])
+    monkeypatch.setenv("XERO_TUI_TEST_KEYRING", other["XERO_TUI_TEST_KEYRING"])
+    asyncio.run(connect(Service(), emulator, "acme"))  # host B, straight into the store
+    monkeypatch.setenv("XERO_TUI_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("XERO_TUI_TEST_KEYRING", str(tmp_path / "keyring.json"))
+    monkeypatch.delenv("XERO_TUI_STORE")
+    asyncio.run(connect(Service(), emulator, "acme"))  # host A, locally
+    text_before = (tmp_path / "config" / "config.toml").read_text()
+    pushed = run_cli("--store", store_url, "store", "push")
+    assert pushed.code == 2, pushed.err
+    assert "already has 'acme'" in pushed.err and "nothing was moved" in pushed.err
+    assert (tmp_path / "config" / "config.toml").read_text() == text_before
+    assert run_cli("token", "acme").code == 0
+
+
+def test_store_key_is_made_once_copied_to_another_host_and_a_wrong_one_is_refused(
+    emulator: Emulator, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XERO_TUI_STORE_KEY")
+    made = run_cli("store", "key")
+    assert made.code == 0, made.err
+    assert "Made a new key" in made.out and "--export | ssh" in made.out
+    again = run_cli("store", "key")
+    assert "Made" not in again.out
+    asyncio.run(connect(Service(), emulator, "acme"))
+
+    other = host(tmp_path, "b")
+    lacking = run_cli("token", "acme", env=other)
+    assert lacking.code == 5 and "no key for" in lacking.err
+    # A made-up key is refused by --import, and the stranger's store key would not open it.
+    from cryptography.fernet import Fernet
+
+    wrong = run_cli("store", "key", "--import", env=other, stdin=Fernet.generate_key().decode())
+    assert wrong.code == 5 and "not the one" in wrong.err
+    exported = run_cli("store", "key", "--export")
+    assert exported.code == 0
+    imported = run_cli("store", "key", "--import", env=other, stdin=exported.out)
+    assert imported.code == 0, imported.err
+    got = run_cli("token", "acme", env=other)
+    assert got.code == 0, got.err
+    assert exported.out.strip() not in got.out + got.err + imported.out + imported.err
+
+
+def test_key_rotation_reencrypts_every_secret_and_the_old_key_alone_then_opens_nothing(
+    emulator: Emulator,
+    store_url: str,
+    postgres_server: Postgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("XERO_TUI_STORE_KEY")
+    assert run_cli("store", "key").code == 0
+    asyncio.run(connect(Service(), emulator, "acme"))
+    old_key = run_cli("store", "key", "--export").out.strip()
+    dbname = parse_address(store_url).dbname
+    before = postgres_server.psql(dbname, "SELECT key, value FROM xero_tui.secrets ORDER BY key")
+    rotated = run_cli("store", "key", "--rotate")
+    assert rotated.code == 0, rotated.err
+    assert "Re-encrypted 2 secrets" in rotated.out
+    after = postgres_server.psql(dbname, "SELECT key, value FROM xero_tui.secrets ORDER BY key")
+    old_rows = dict(line.split("|") for line in before.split())
+    new_rows = dict(line.split("|") for line in after.split())
+    assert old_rows.keys() == new_rows.keys()
+    assert all(old_rows[k] != new_rows[k] for k in old_rows)
+    assert run_cli("token", "acme", "--force-refresh").code == 0
+    stale = host(tmp_path, "b", XERO_TUI_STORE_KEY=old_key)
+    refused = run_cli("token", "acme", env=stale)
+    assert refused.code == 5 and "not the one" in refused.err
+
+
+def test_a_host_killed_mid_refresh_releases_its_lock_and_no_token_is_lost(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    asyncio.run(connect(Service(), emulator, "acme"))
+    grant = Service().connection("acme").grant_id
+    emulator.inject("token", "delay", count=1, delay=3)
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "xero_tui", "token", "acme", "--force-refresh"],
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while stats(emulator).token_requests < 2 and time.monotonic() < deadline:  # 1: the sign-in
+        time.sleep(0.02)
+    assert stats(emulator).token_requests >= 2, "the refresh never reached Xero"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    started = time.monotonic()
+    after = run_cli("token", "acme", "--force-refresh")
+    waited = time.monotonic() - started
+    assert after.code == 0, after.err
+    assert waited < 10, f"waited {waited:.1f} s for a dead host's lock"
+    time.sleep(3)  # the killed host's request ends at Xero too
+    assert run_cli("token", "acme", "--force-refresh").code == 0
+    assert stats(emulator).invalid_grants == 0
+    assert writes(postgres_server, store_url, grant_key(grant)) >= 2
+
+
+def test_a_database_restart_mid_run_gives_a_sentence_and_the_next_call_works(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    from xero_tui import api
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    first = api.access_token("acme")
+    postgres_server.restart()
+    try:
+        again = api.access_token("acme", force=True)
+    except StorageError as exc:
+        assert "PostgreSQL" in str(exc) and "Traceback" not in str(exc)
+        again = api.access_token("acme", force=True)
+    assert again.access_token != first.access_token
+    assert stats(emulator).invalid_grants == 0
+
+
+def test_a_commit_that_fails_after_xero_rotated_keeps_the_token_and_says_by_when(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    from xero_tui.core import tokens
+    from xero_tui.core.context import Context
+    from xero_tui.core.errors import TokenNotStored
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    ctx = Context()
+    asyncio.run(tokens.access_token(ctx, "acme", force=True))
+    emulator.inject("token", "delay", count=1, delay=1.5)
+
+    async def refresh_while_the_database_stops() -> None:
+        refresh = asyncio.ensure_future(tokens.access_token(ctx, "acme", force=True))
+        await asyncio.sleep(0.8)
+        await asyncio.to_thread(postgres_server.stop, "immediate")
+        await refresh
+
+    with pytest.raises(TokenNotStored) as caught:
+        asyncio.run(refresh_while_the_database_stops())
+    assert "30-minute grace" in str(caught.value)
+    assert ctx.unstored  # the rotated token, held for the next refresh here
+    postgres_server.start()
+    asyncio.run(tokens.access_token(ctx, "acme", force=True))
+    assert not ctx.unstored
+    assert run_cli("token", "acme", "--force-refresh").code == 0
+    assert stats(emulator).invalid_grants == 0
