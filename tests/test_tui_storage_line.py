@@ -124,6 +124,23 @@ async def test_storage_line_names_the_plain_file_on_every_screen() -> None:
         await walk_every_screen(app, pilot, expected)
 
 
+async def test_storage_line_names_the_shared_store_on_every_screen(store_url: str) -> None:
+    from tests.support.saved import save_offline
+
+    service = Service()
+    save_offline(service, "acme", Kind.WEB, "1" * 32, "a")
+    expected = f"Secrets: {service.secrets.description}"
+    assert expected.startswith("Secrets: PostgreSQL xero_") and expected.endswith("(encrypted)")
+    assert "postgres@" not in expected
+    app = XeroTuiApp(service)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await wait_for(pilot, lambda: "shared" in screen_text(app))
+        assert "acme" in screen_text(app)
+    app = XeroTuiApp(Service())
+    async with app.run_test(size=SIZE) as pilot:
+        await walk_every_screen(app, pilot, expected)
+
+
 class WatchedService(Service):
     """Notes which thread asks the secret store where it keeps things."""
 

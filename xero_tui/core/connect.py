@@ -226,7 +226,8 @@ class ConnectSession:
         in the keyring already are not split from the rest that way: the move to the file
         (which takes them along) is the way there.
         """
-        if self.ctx.insecure_storage:
+        # With a shared store the flag only says where this host keeps the store's key.
+        if self.ctx.insecure_storage and await in_thread(self.ctx.shared_url) is None:
             await in_thread(self._remember_file_storage)
         return await probe_storage(self.ctx)
 

@@ -441,6 +441,8 @@ class ProbeResult:
     backend: str
     message: str
     problem: str = ""
+    # The store is shared (a database): its problems are not solved by a local plain file.
+    shared: bool = False
 
 
 def probe_keyring(

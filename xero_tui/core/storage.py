@@ -65,6 +65,19 @@ async def probe_storage(ctx: Context) -> ProbeResult:
     """Check that secrets can be kept before a consent is spent on it."""
 
     def probe() -> ProbeResult:
+        try:
+            secrets = ctx.secrets
+        except StorageError as exc:
+            if ctx.shared_url() is None:
+                raise
+            return ProbeResult(False, "shared store", str(exc), str(exc), shared=True)
+        if secrets.kind == "database":
+            try:
+                # Reaches the database and checks this host's key against the store's.
+                secrets.get_many([])
+            except StorageError as exc:
+                return ProbeResult(False, secrets.description, str(exc), str(exc), shared=True)
+            return ProbeResult(True, secrets.description, f"Secrets go to {secrets.description}.")
         if ctx.uses_file_storage():
             return ProbeResult(True, ctx.secrets.description, "Secrets go to a plain file.")
         return probe_keyring()
@@ -82,6 +95,11 @@ def use_file_storage(ctx: Context) -> StorageMove:
     """
     config = ctx.load()
     source = ctx.secrets_for(config)
+    if source.kind == "database":
+        raise StorageError(
+            f"The secrets are in the shared store, {source.description}; the plain file is for "
+            "a host's own connections (xero-tui store pull brings them here first)."
+        )
     # Unfinished sign-ins' tokens move too: they may be the only live copy.
     grant_ids = sorted(
         {c.grant_id for c in config.connections.values()} | set(config.grants) | set(config.pending)

@@ -284,8 +284,15 @@ class ConnectionsScreen(Messages, Screen[None]):
         statuses = [self._status_cell(h, shared) for h in rows]
         kind_cells = {kind: Cell(kind.short_label) for kind in {h.connection.kind for h in rows}}
         kinds = [kind_cells[h.connection.kind] for h in rows]
-        on_file = self._storage.startswith("plain file")
-        storage = Cell("unknown" if self._secrets_unknown else "file" if on_file else "keyring")
+        if self._secrets_unknown:
+            where = "unknown"
+        elif self._storage.startswith("plain file"):
+            where = "file"
+        elif self._storage.startswith("PostgreSQL"):
+            where = "shared"
+        else:
+            where = "keyring"
+        storage = Cell(where)
         width = self.size.width or self.app.size.width
         # Each column has one cell of padding either side; the cursor column needs one more.
         show_storage = width >= WIDE

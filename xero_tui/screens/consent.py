@@ -194,6 +194,10 @@ class ConsentScreen(ModalScreen[ConsentOutcome | None]):
             self.phase = "probe"
             self._status("Checking that the secrets can be kept before you sign in…")
             probe = await self._probe()
+            if not probe.ok and probe.shared:
+                # A shared store's key or database: the plain file is no way on there.
+                self._fail(probe.message)
+                return
             if not probe.ok:
                 self._show_storage(probe)
                 return
