@@ -326,3 +326,62 @@ def test_a_commit_that_fails_after_xero_rotated_keeps_the_token_and_says_by_when
     assert not ctx.unstored
     assert run_cli("token", "acme", "--force-refresh").code == 0
     assert stats(emulator).invalid_grants == 0
+
+
+def test_a_lock_wait_is_bounded_and_names_what_it_waited_for(
+    emulator: Emulator, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xero_tui.core import pgstore
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    holder = Service()
+    grant = holder.connection("acme").grant_id
+    held = holder.acquire_grant_lock(grant, lambda: "'acme'")
+    try:
+        monkeypatch.setattr(pgstore, "GRANT_LOCK_TIMEOUT", 1.0)
+        started = time.monotonic()
+        with pytest.raises(StorageError) as caught:
+            Service().acquire_grant_lock(grant, lambda: "'acme'")
+        assert time.monotonic() - started < 5
+        assert "Another host has been refreshing 'acme'" in str(caught.value)
+        assert "PostgreSQL" in str(caught.value)
+    finally:
+        held.release()
+    Service().acquire_grant_lock(grant, lambda: "'acme'").release()
+
+
+def test_store_init_creates_the_schema_once_even_when_hosts_start_together(
+    postgres_server: Postgres, store_url: str, tmp_path: Path
+) -> None:
+    hosts = [host(tmp_path, f"h{i}") for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xero_tui", "store", "init"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in hosts
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "are ready" in out
+    dbname = parse_address(store_url).dbname
+    assert postgres_server.psql(dbname, "SELECT version FROM xero_tui.schema_version").split() == [
+        "1"
+    ]
+    assert run_cli("list", env=hosts[0]).code == 0
+
+
+def test_a_store_written_by_a_newer_schema_is_refused_with_a_sentence(
+    postgres_server: Postgres, store_url: str
+) -> None:
+    assert run_cli("store", "init").code == 0
+    dbname = parse_address(store_url).dbname
+    postgres_server.psql(dbname, "INSERT INTO xero_tui.schema_version (version) VALUES (99)")
+    got = run_cli("list")
+    assert got.code == 5
+    assert "newer xero-tui" in got.err and "Traceback" not in got.err

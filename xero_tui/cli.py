@@ -46,7 +46,8 @@ EXIT_CODES = """exit codes:
   2  usage error (bad arguments, unknown connection name)
   3  needs reconnect (Xero no longer accepts the grant, or the organisation was disconnected)
   4  network or Xero unavailable (timeouts, 5xx, rate limits)
-  5  storage unavailable (keyring locked or missing, config unreadable or unwritable)
+  5  storage unavailable (keyring locked or missing, config unreadable or unwritable, the
+     shared store unreachable or its key missing or wrong)
   6  Xero refused the request or the consent did not complete (cancelled, bad client, bad scope)
   7  local problem (the callback port is taken or cannot be used on this machine)
   8  a refresh token Xero replaced could not be stored: the stored one works for 30 more
