@@ -385,3 +385,19 @@ def test_a_store_written_by_a_newer_schema_is_refused_with_a_sentence(
     got = run_cli("list")
     assert got.code == 5
     assert "newer xero-tui" in got.err and "Traceback" not in got.err
+
+
+def test_a_lost_refresh_answer_is_retried_with_the_same_token_inside_the_row_lock(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    asyncio.run(connect(Service(), emulator, "acme"))
+    grant = Service().connection("acme").grant_id
+    written = writes(postgres_server, store_url, grant_key(grant))
+    emulator.inject("token", "drop_after")
+    got = run_cli("token", "acme", "--force-refresh")
+    assert got.code == 0, got.err
+    assert emulator.stats.grace_refreshes == 1 and emulator.stats.invalid_grants == 0
+    kept = Service().secrets.get_tokens(grant)
+    assert kept is not None
+    assert kept.refresh_token == emulator.current_refresh_token(emulator.web_client.client_id)
+    assert writes(postgres_server, store_url, grant_key(grant)) == written + 1
