@@ -58,6 +58,9 @@ SECRETS = "xero_tui/core/secrets.py"
 LOOPBACK = "xero_tui/core/loopback.py"
 FSUTIL = "xero_tui/core/fsutil.py"
 CONFIG = "xero_tui/core/config.py"
+PGSTORE = "xero_tui/core/pgstore.py"
+SHARING = "xero_tui/core/sharing.py"
+STOREKEY = "xero_tui/core/storekey.py"
 TOKENS = "xero_tui/core/tokens.py"
 CONNECT = "xero_tui/core/connect.py"
 CONTEXT = "xero_tui/core/context.py"
@@ -265,7 +268,7 @@ MUTANTS = (
     Mutant(
         "refresh: the new tokens are handed out without being stored",
         TOKENS,
-        "await _store_rotated(ctx, conn, grant.grant_id, stored, fresh)\n",
+        "await _store_rotated(ctx, conn, lock, grant.grant_id, stored, fresh)\n",
         "\n",
         ("tests/test_cli.py::test_cached_token_makes_no_refresh_and_force_refresh_rotates",),
     ),
@@ -321,6 +324,70 @@ MUTANTS = (
         "        while candidate in used:",
         "        while False:",
         ("tests/test_connect.py",),
+    ),
+    # The shared store (issue: several hosts, one grant).
+    Mutant(
+        "pgstore: a grant's row is read without FOR UPDATE",
+        PGSTORE,
+        '"SELECT grant_id FROM xero_tui.grant_locks WHERE grant_id = %s FOR UPDATE"',
+        '"SELECT grant_id FROM xero_tui.grant_locks WHERE grant_id = %s"',
+        (
+            "tests/test_shared_store.py::test_a_lock_wait_is_bounded_and_names_what_it_waited_for",
+            "tests/stress/test_shared_store.py::test_hosts_refreshing_one_grant_together_never_get_invalid_grant",
+        ),
+    ),
+    Mutant(
+        "pgstore: secrets are sent in clear",
+        PGSTORE,
+        'token = fernet.encrypt(value.encode("utf-8")).decode("ascii")',
+        "token = value",
+        (
+            "tests/test_shared_store.py::test_pg_dump_of_the_store_holds_no_token_secret_or_key_in_clear",
+        ),
+    ),
+    Mutant(
+        "pgstore: a writer does not check the store's key",
+        PGSTORE,
+        "        return cipher.for_id(key_id, self.db.address)",
+        "        return cipher.for_id(None, self.db.address)",
+        ("tests/test_shared_store.py::test_a_writer_with_another_key_is_refused_before_it_writes",),
+    ),
+    Mutant(
+        "pgstore: the rotated token is committed after the lock is let go",
+        PGSTORE,
+        "            upsert_secret(conn, self.secrets.writer(conn), key, encode_tokens(tokens))\n"
+        "            conn.commit()",
+        "            conn.rollback()\n            self.secrets.put_tokens(self.grant_id, tokens)",
+        (
+            "tests/stress/test_shared_store.py::test_hosts_refreshing_one_grant_together_never_get_invalid_grant",
+        ),
+    ),
+    Mutant(
+        "pgstore: a read after a restart is not tried again",
+        PGSTORE,
+        "                if not (read and reused):",
+        "                if True:",
+        (
+            "tests/test_shared_store.py::test_a_commit_that_fails_after_xero_rotated_keeps_the_token_and_says_by_when",
+        ),
+    ),
+    Mutant(
+        "sharing: push deletes the local copies without switching the config to the store",
+        SHARING,
+        "            config.store = url\n",
+        "            pass\n",
+        (
+            "tests/test_shared_store.py::test_push_moves_a_working_host_into_the_store_and_pull_moves_it_back",
+        ),
+    ),
+    Mutant(
+        "storekey: rotation leaves a row under the old key",
+        STOREKEY,
+        "            for key, value in rows:",
+        "            for key, value in rows[1:]:",
+        (
+            "tests/test_shared_store.py::test_key_rotation_reencrypts_every_secret_and_the_old_key_alone_then_opens_nothing",
+        ),
     ),
 )
 

@@ -117,14 +117,24 @@ def test_a_host_with_another_key_gets_one_sentence_and_changes_nothing(
     dbname = parse_address(store_url).dbname
     before = postgres_server.dump(dbname)
     stranger = host(tmp_path, "b", XERO_TUI_STORE_KEY=Fernet.generate_key().decode())
-    for args in (("token", "acme"), ("token", "acme", "--force-refresh"), ("status",)):
-        got = run_cli(*args, env=stranger)
+    custom = emulator.register_client("C" * 32, "custom-secret-" + "s" * 30, "custom")
+    stranger_connects = {**stranger, "XERO_CLIENT_SECRET": custom.client_secret or ""}
+    for args, env in (
+        (("token", "acme"), stranger),
+        (("token", "acme", "--force-refresh"), stranger),
+        (("status",), stranger),
+        (
+            ("connect", "shop", "--kind", "custom", "--client-id", custom.client_id),
+            stranger_connects,
+        ),
+    ):
+        got = run_cli(*args, env=env)
         assert got.code == 5, (args, got.err)
         assert "store key" in got.err and "Traceback" not in got.err
         said = [line for line in got.err.splitlines() if "endpoints overridden" not in line]
         assert len(said) == 1, said
     assert postgres_server.dump(dbname) == before
-    assert stats(emulator).refreshes == 0
+    assert stats(emulator).refreshes == 0 and stats(emulator).client_credentials == 0
 
 
 def test_pg_dump_of_the_store_holds_no_token_secret_or_key_in_clear(
@@ -401,3 +411,19 @@ def test_a_lost_refresh_answer_is_retried_with_the_same_token_inside_the_row_loc
     assert kept is not None
     assert kept.refresh_token == emulator.current_refresh_token(emulator.web_client.client_id)
     assert writes(postgres_server, store_url, grant_key(grant)) == written + 1
+
+
+def test_a_writer_with_another_key_is_refused_before_it_writes(
+    emulator: Emulator, store_url: str, postgres_server: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    dbname = parse_address(store_url).dbname
+    before = postgres_server.dump(dbname)
+    monkeypatch.setenv("XERO_TUI_STORE_KEY", Fernet.generate_key().decode())
+    stranger = Service().secrets
+    with pytest.raises(StorageError) as caught:
+        stranger.put_many({"client-secret:" + "D" * 32: "would be unreadable elsewhere"})
+    assert "not the one the secrets" in str(caught.value)
+    assert postgres_server.dump(dbname) == before
