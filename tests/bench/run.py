@@ -15,12 +15,14 @@ the `token` path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -299,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with (
         TemporaryDirectory(prefix="xero-tui-bench-") as tmp,
         Emulator(tenants=CONSENT_ORGANISATIONS) as emulator,
+        contextlib.ExitStack() as stack,
     ):
         root = Path(tmp)
         redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
@@ -320,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         xero_tui = xero_tui_command()
         python = sys.executable
         token_env, many_env = token_place.env(), many_place.env()
+        shared = stack.enter_context(shared_store(root, emulator, redirect_uri))
 
         plan: list[tuple[Row, Callable[[Row], None]]] = [
             (
@@ -339,6 +343,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                     timed([*xero_tui, "token", TOKEN_NAME, "--force-refresh"], token_env),
                     timed(
                         [python, str(BENCH / "floor_refresh.py"), grant_id, CLIENT_ID], token_env
+                    ),
+                    process_runs,
+                    warm,
+                ),
+            ),
+            (
+                Row("token NAME, cached, shared store (whole process)", "ratio <= 1.3", 1.3),
+                lambda row: measure_pairs(
+                    row,
+                    timed([*xero_tui, "token", TOKEN_NAME], shared.hosts[0]),
+                    timed(
+                        [python, str(BENCH / "floor_token_shared.py"), shared.grant_id],
+                        shared.hosts[0],
+                    ),
+                    process_runs,
+                    warm,
+                ),
+            ),
+            (
+                Row("token --force-refresh, shared store, two hosts in turn", "ratio <= 1.3", 1.3),
+                lambda row: measure_pairs(
+                    row,
+                    shared.in_turn([*xero_tui, "token", TOKEN_NAME, "--force-refresh"]),
+                    timed(
+                        [
+                            python,
+                            str(BENCH / "floor_refresh_shared.py"),
+                            shared.grant_id,
+                            CLIENT_ID,
+                        ],
+                        shared.hosts[0],
                     ),
                     process_runs,
                     warm,
@@ -445,6 +480,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if broken or not clean:
         return 1
     return 0 if quick or not missed else 1
+
+
+@dataclass
+class SharedStore:
+    """Two hosts (config folders of their own) on one PostgreSQL store, with one connection."""
+
+    grant_id: str
+    hosts: list[dict[str, str]]
+
+    def in_turn(self, cmd: Sequence[str]) -> Callable[[], float]:
+        turn = [0]
+
+        def run() -> float:
+            turn[0] += 1
+            return run_process(cmd, self.hosts[turn[0] % len(self.hosts)])[0]
+
+        return run
+
+
+@contextlib.contextmanager
+def shared_store(root: Path, emulator: Emulator, redirect_uri: str) -> Iterator[SharedStore]:
+    from cryptography.fernet import Fernet
+
+    from tests.support.postgres import Unavailable, running_postgres
+
+    try:
+        server = running_postgres()
+        postgres = server.__enter__()
+    except Unavailable as exc:
+        raise BenchError(f"the shared-store rows need PostgreSQL: {exc}") from None
+    try:
+        dbname = postgres.new_database()
+        store = {
+            "XERO_TUI_STORE": postgres.url(dbname),
+            "XERO_TUI_STORE_KEY": Fernet.generate_key().decode(),
+        }
+        places = [Place(root / f"shared-{i}", emulator.env | store) for i in range(2)]
+        grant_id = connect_for_real(places[0], emulator, TOKEN_NAME, redirect_uri)
+        for name in store:
+            os.environ.pop(name, None)
+        yield SharedStore(grant_id, [place.env() for place in places])
+    finally:
+        server.__exit__(None, None, None)
 
 
 # A job's own process asks for a token before each call to Xero: it must cost next to nothing.

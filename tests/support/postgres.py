@@ -7,6 +7,7 @@ user and its commands run through `runuser`. Each test gets a database of its ow
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -124,17 +125,22 @@ class Postgres:
         )
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Postgres]:
+class Unavailable(Exception):
+    """What this machine lacks to run PostgreSQL."""
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server for as long as the block runs; Unavailable when it cannot be had."""
     bin_dir = _bin_dir()
     if bin_dir is None or not (bin_dir / "initdb").exists():
-        missing("PostgreSQL server binaries (Debian package postgresql)")
+        raise Unavailable("PostgreSQL server binaries (Debian package postgresql)")
     owner: str | None = None
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            missing("the postgres user, to run PostgreSQL under root")
+            raise Unavailable("the postgres user, to run PostgreSQL under root") from None
         owner = "postgres"
     root = Path(tempfile.mkdtemp(prefix="xero-pg-"))
     if owner:
@@ -146,6 +152,15 @@ def postgres_server() -> Iterator[Postgres]:
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    try:
+        with running_postgres() as server:
+            yield server
+    except Unavailable as exc:
+        missing(str(exc))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from xero_tui.core.errors import NotFound, StorageError
 from xero_tui.core.fsutil import ensure_private_dir
 from xero_tui.core.locks import FileLock, LockTimeout
 from xero_tui.core.models import Connection, TokenSet
-from xero_tui.core.paths import Paths, is_grant_id
+from xero_tui.core.paths import ENV_STORE, Paths, is_grant_id
 from xero_tui.core.secrets import SecretStore, StorageKind, open_store, storage_kind
 
 if TYPE_CHECKING:
@@ -133,8 +133,6 @@ class Context:
         client_factory: Callable[[], XeroClient] | None = None,
         store_url: str | None = None,
     ) -> None:
-        from xero_tui.core.pgstore import ENV_STORE
-
         self.paths = paths or Paths.from_env()
         self.endpoints = endpoints or Endpoints.from_env()
         self.local = ConfigStore(self.paths)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_CONFIG_DIR = "XERO_TUI_CONFIG_DIR"
+# A shared store's URL, over the one config.toml may name.
+ENV_STORE = "XERO_TUI_STORE"
 APP_NAME = "xero-tui"
 # A grant id names a lock file: no separator, no leading dot, nothing that could leave lock_dir.
 GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

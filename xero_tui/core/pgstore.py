@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-ENV_STORE = "XERO_TUI_STORE"
 SCHEMA_VERSION = 1
 # Waits are bounded: for another host's refresh of the same grant, and for a config write.
 GRANT_LOCK_TIMEOUT = 60.0
