@@ -427,3 +427,37 @@ def test_a_writer_with_another_key_is_refused_before_it_writes(
         stranger.put_many({"client-secret:" + "D" * 32: "would be unreadable elsewhere"})
     assert "not the one the secrets" in str(caught.value)
     assert postgres_server.dump(dbname) == before
+
+
+def test_a_sign_in_interrupted_on_one_host_is_finished_on_another_without_signing_in_again(
+    emulator: Emulator, store_url: str, tmp_path: Path
+) -> None:
+    from tests.support.net import free_port
+    from tests.support.session import sign_in
+    from xero_tui.core.consent import ConnectionDraft
+    from xero_tui.core.models import Kind, default_scopes
+
+    client = emulator.web_client
+    redirect = f"http://localhost:{free_port()}/callback"
+    emulator.register_client(
+        client.client_id, client.client_secret, Kind.WEB, redirect_uris=(redirect,)
+    )
+    draft = ConnectionDraft(
+        Kind.WEB, client.client_id, client.client_secret, redirect, default_scopes(Kind.WEB)
+    )
+    # Host A: Xero answered the sign-in, then the host went away before anything was saved.
+    asyncio.run(sign_in(Service(), draft, "acme"))
+    assert [p.name for p in Service().load().pending.values()] == ["acme"]
+    other = host(tmp_path, "b")
+    said = run_cli("list", env=other)
+    assert "acme" in said.err  # host B names the unfinished sign-in
+    finished = run_cli("connect", "acme", env=other)
+    assert finished.code == 0, finished.err
+    assert (
+        "without a new sign-in" in finished.err + finished.out
+        or "finish" in (finished.err + finished.out).lower()
+    )
+    assert "acme" in Service().load().connections
+    assert not Service().load().pending
+    assert emulator.stats.authorizations == 1 and emulator.stats.invalid_grants == 0
+    assert run_cli("token", "acme").code == 0
