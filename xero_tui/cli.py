@@ -672,17 +672,22 @@ def cmd_store(args: argparse.Namespace) -> int:
         return EXIT_OK
     if action == "push":
         moved = sharing.push(svc, url)
-        print(moved.summary("Moved"))
+        print(moved.summary())
         if moved.key is not None and moved.key.created:
             print(f"Made the store key and kept it in the {moved.key.where}.")
         print(
-            f"On each other host: xero-tui --store '{url}' store key --import (the key comes "
-            f"from here: {storekey.COPY_HINT})."
+            'Each other host needs the store (store = "URL" in its config.toml, or '
+            "XERO_TUI_STORE) and the key, copied from here:"
+        )
+        quoted = shlex.quote(url)
+        print(
+            f"  xero-tui store key --export | ssh OTHER-HOST xero-tui --store {quoted} "
+            "store key --import"
         )
         return EXIT_OK
     if action == "pull":
         moved = sharing.pull(svc)
-        print(moved.summary("Moved"))
+        print(moved.summary())
         if svc.store_url is not None:
             print("The store is still named by --store or XERO_TUI_STORE: drop it to use these.")
         return EXIT_OK
@@ -719,8 +724,10 @@ def cmd_store(args: argparse.Namespace) -> int:
         from xero_tui.core.pgstore import wrong_key
 
         raise wrong_key(address)
-    made = "Made a new key" if state.created else "The key"
-    print(f"{made} for {address.description} is in the {state.where}.")
+    if state.created:
+        print(f"Made a new key for {address.description}, kept in the {state.where}.")
+    else:
+        print(f"The key for {address.description} is in the {state.where}.")
     print(f"To copy it to another host: {storekey.COPY_HINT}")
     return EXIT_OK
 

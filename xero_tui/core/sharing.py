@@ -33,15 +33,20 @@ class Moved:
     # Connections whose tokens were missing at the source: moved, but they need reconnecting.
     reconnect: tuple[str, ...] = ()
 
-    def summary(self, verb: str) -> str:
+    def summary(self) -> str:
         def count(n: int, word: str) -> str:
             return f"{n} {word}{'' if n == 1 else 's'}"
 
+        if not self.connections and not self.pending:
+            return f"There were no connections to move; from now on they live in {self.where}."
         parts = [count(self.connections, "connection")]
         if self.pending:
             parts.append(count(self.pending, "unfinished sign-in"))
         parts.append(count(self.secrets, "secret"))
-        text = f"{verb} {', '.join(parts)} to {self.where}, read them back, and removed the source's copies."
+        text = (
+            f"Moved {', '.join(parts)} to {self.where}, read them back, and only then removed "
+            "them from where they were."
+        )
         if self.reconnect:
             text += f" Reconnect {quoted_names(self.reconnect)}: its tokens were missing."
         return text
@@ -199,7 +204,7 @@ def pull(ctx: Context) -> Moved:
         len(shared.connections),
         len(shared.pending),
         len(present),
-        target.description,
+        f"this host's {target.description}",
         None,
         _missing_tokens(shared, values),
     )
