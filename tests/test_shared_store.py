@@ -458,3 +458,19 @@ def test_a_sign_in_interrupted_on_one_host_is_finished_on_another_without_signin
     assert not Service().load().pending
     assert emulator.stats.authorizations == 1 and emulator.stats.invalid_grants == 0
     assert run_cli("token", "acme").code == 0
+
+
+def test_a_role_that_may_not_create_or_read_the_tables_gets_a_sentence(
+    postgres_server: Postgres, store_url: str, tmp_path: Path
+) -> None:
+    dbname = parse_address(store_url).dbname
+    role = f"guest_{dbname}"
+    postgres_server.psql(dbname, f"CREATE ROLE {role} LOGIN")
+    postgres_server.psql(dbname, f"REVOKE CREATE ON SCHEMA public FROM {role}")
+    guest = store_url.replace("postgres@", f"{role}@")
+    refused = run_cli("--store", guest, "store", "init")
+    assert refused.code == 5 and "permission denied" in refused.err
+    assert "Traceback" not in refused.err
+    assert run_cli("store", "init").code == 0
+    unreadable = run_cli("--store", guest, "list")
+    assert unreadable.code == 5 and "permission denied" in unreadable.err

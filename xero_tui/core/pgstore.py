@@ -257,12 +257,13 @@ class Database:
                 conn.close()
                 if not (read and reused):
                     raise self.unreachable(exc, doing) from None
-            except pg.errors.InsufficientPrivilege as exc:
+            except pg.Error as exc:
+                # Refused privileges, a table changed by hand, a constraint: said, not raised.
                 raise self.unreachable(exc, doing) from None
             conn = self._connection()
             try:
                 return work(conn)
-            except pg.OperationalError as exc:
+            except pg.Error as exc:
                 conn.close()
                 raise self.unreachable(exc, doing) from None
 
