@@ -21,7 +21,7 @@ import pytest
 from tests.support.cli import ROOT, cli_env, register_redirect, run_cli
 from tests.support.terminal import Terminal
 from xero_tui.emulator import Emulator
-from xero_tui.emulator.consent import answer_consent
+from xero_tui.emulator.consent import ConsentError, answer_consent
 
 URL = re.compile(r"http://\S+/identity/connect/authorize\?\S+")
 # What a person waits, at most, between the browser's "Connected" and their prompt.
@@ -172,9 +172,15 @@ def _stopped_after_the_exchange(
     emulator.inject("connections", "delay", count=2, delay=5)
     with Terminal(*connect_args(emulator, "acme", "--no-browser"), env=secret_env(emulator)) as t:
         url = sign_in_url(t)
-        browser = threading.Thread(
-            target=answer_consent, args=(url,), kwargs={"follow_redirect": True}
-        )
+        pages: list[object] = []
+
+        def browse() -> None:
+            try:
+                pages.append(answer_consent(url, follow_redirect=True))
+            except ConsentError as exc:
+                pages.append(exc)
+
+        browser = threading.Thread(target=browse)
         browser.start()
         t.wait_for("exchanging the code")
         wait_pending(config_dir)
@@ -189,6 +195,11 @@ def _stopped_after_the_exchange(
         took = time.monotonic() - stopped
         browser.join(20)
         screen = t.screen
+    # A stopped command still answers the page; a killed one may have had no time to, and
+    # then the browser says the connection dropped.
+    assert len(pages) == 1
+    if stop != "kill":
+        assert not isinstance(pages[0], ConsentError), pages
     print(f"\n{stop} after the exchange: exit {code} in {took * 1000:.0f} ms")
     assert took < 5, screen
     return (None if stop == "kill" else code), screen
