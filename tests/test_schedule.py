@@ -76,6 +76,24 @@ def test_the_service_runs_this_python_with_the_same_limit_and_config_folder(job:
     assert job.unit_dir == job.config_dir.parent / "xdg" / "systemd" / "user"
 
 
+def test_the_job_uses_the_same_shared_store_but_never_its_secrets(tmp_path: Path) -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("psycopg (the postgres extra), which reads store URLs")
+    url = "postgresql://ada@db.example:5432/xero"
+    env = {"XERO_TUI_CONFIG_DIR": str(tmp_path), "XERO_TUI_STORE_KEY": "k", "PGPASSWORD": "p"}
+    job = Job.for_this_run(30, env=env, store_url=url)
+    assert job.argv[-2:] == ("--store", url)
+    assert Job.for_this_run(30, env={**env, "XERO_TUI_STORE": url}).argv[-2:] == ("--store", url)
+    text = schedule.service_text(job) + schedule.crontab_line(job)
+    assert "=k" not in text and "=p" not in text
+    lines = schedule.install(job, host(), FakeSystemd())
+    assert any(line.startswith("XERO_TUI_STORE_KEY and PGPASSWORD are set") for line in lines)
+    with pytest.raises(ConfigError, match="holds a password"):
+        Job.for_this_run(30, env=env, store_url="postgresql://ada:secret@db.example/xero")
+
+
 def test_the_timer_is_daily_persistent_and_spread() -> None:
     lines = schedule.timer_text().splitlines()
     assert lines[0] == schedule.MARKER

@@ -602,7 +602,9 @@ def _keepalive_schedule(args: argparse.Namespace) -> int:
 
     host = schedule.probe()
     if args.install:
-        job = schedule.Job.for_this_run(args.older_than, insecure_storage=args.insecure_storage)
+        job = schedule.Job.for_this_run(
+            args.older_than, insecure_storage=args.insecure_storage, store_url=args.store
+        )
         lines = schedule.install(job, host)
     else:
         lines = schedule.uninstall(schedule.unit_dir(), host)

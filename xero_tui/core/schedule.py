@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xero_tui.core.errors import ConfigError, XeroTuiError, clean_text
 from xero_tui.core.fsutil import atomic_write, ensure_private_dir
-from xero_tui.core.paths import ENV_CONFIG_DIR, Paths
+from xero_tui.core.paths import ENV_CONFIG_DIR, ENV_STORE, Paths
 
 UNIT = "xero-tui-keepalive"
 SERVICE = f"{UNIT}.service"
@@ -34,6 +34,8 @@ LOG_NAME = "keepalive.log"
 UNIT_FILE_MODE = 0o644  # unit files hold a command and a folder, never a secret
 SYSTEMD_BOOTED = Path("/run/systemd/system")  # what sd_booted() checks
 _UP_STATES = frozenset({"initializing", "starting", "running", "degraded"})
+# Secrets a run may take from its environment; a unit file or crontab is no place for them.
+_NOT_CARRIED = ("XERO_TUI_STORE_KEY", "PGPASSWORD")
 
 
 class ScheduleError(XeroTuiError):
@@ -143,6 +145,8 @@ class Job:
     argv: tuple[str, ...]
     config_dir: Path
     unit_dir: Path
+    # Secrets this run has from its environment that the job will not (see _NOT_CARRIED).
+    left_out: tuple[str, ...] = ()
 
     @classmethod
     def for_this_run(
@@ -150,11 +154,12 @@ class Job:
         older_than_days: float,
         *,
         insecure_storage: bool = False,
+        store_url: str | None = None,
         env: Mapping[str, str] | None = None,
         executable: str | None = None,
     ) -> Job:
         """The job this very xero-tui would run: the same interpreter (not resolved, so a
-        virtualenv's stays), the same limit and the same config folder."""
+        virtualenv's stays), the same limit, config folder and shared store."""
         env = os.environ if env is None else env
         python = executable or sys.executable
         if not python:
@@ -166,11 +171,19 @@ class Job:
         argv = [python, "-P", "-m", "xero_tui", "keepalive", "--older-than", f"{older_than_days:g}"]
         if insecure_storage:
             argv.append("--insecure-storage")
+        store_url = store_url or env.get(ENV_STORE) or None
+        if store_url:
+            from xero_tui.core.pgstore import parse_address
+
+            # Refuses a URL holding a password: the unit file and crontab are readable.
+            parse_address(store_url)
+            argv += ["--store", store_url]
         config_dir = Paths.from_env(env).config_dir.absolute()
         for arg in argv:
             _printable(arg, "The command")
         _printable(str(config_dir), "The config folder")
-        return cls(tuple(argv), config_dir, unit_dir(env))
+        left_out = tuple(name for name in _NOT_CARRIED if env.get(name))
+        return cls(tuple(argv), config_dir, unit_dir(env), left_out)
 
     @property
     def service_file(self) -> Path:
@@ -292,6 +305,18 @@ def _linger_hint(host: Host) -> str:
     return f"`loginctl enable-linger {host.user}`"
 
 
+def _left_out_line(job: Job) -> list[str]:
+    if not job.left_out:
+        return []
+    names = " and ".join(job.left_out)
+    verb = "are" if len(job.left_out) > 1 else "is"
+    return [
+        f"{names} {verb} set here but not given to the daily job, since it is a secret: keep the "
+        "store key in this host's secret store (`xero-tui store key --import`) and a password "
+        "in ~/.pgpass, or the job cannot reach the store."
+    ]
+
+
 def _cron_lines(job: Job, host: Host) -> list[str]:
     lines = [
         "No systemd user session answers here, so no timer was installed. To run keepalive "
@@ -303,6 +328,7 @@ def _cron_lines(job: Job, host: Host) -> list[str]:
     ]
     if not host.has_crontab:
         lines.append("There is no `crontab` command on this machine: install cron first.")
+    lines += _left_out_line(job)
     if host.systemd_booted:
         if host.lingering:
             lines.append(
@@ -355,6 +381,7 @@ def install(job: Job, host: Host, run: Runner = run_command) -> list[str]:
         f"`systemctl --user list-timers {TIMER}` shows the next run; "
         f"`journalctl --user -u {SERVICE}` shows what the runs said."
     )
+    lines += _left_out_line(job)
     if host.lingering is False:
         lines.append(
             "Your user manager stops when you log out, and the timer with it. On a server, run "
