@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Refresh every connection whose sign-in was last refreshed more than --older-than "
             "days ago (a refresh token unused for 60 days dies at Xero); one line each. Exit 3 "
-            "when any needs reconnecting. Run it daily from cron or a systemd timer."
+            "when any needs reconnecting. --install runs it daily from a systemd user timer, "
+            "or prints the crontab line to add where no systemd user session answers."
         ),
     )
     keepalive.add_argument(
@@ -212,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="DAYS",
         help="refresh those last refreshed more than DAYS ago (default 30)",
+    )
+    schedule = keepalive.add_mutually_exclusive_group()
+    schedule.add_argument(
+        "--install",
+        action="store_true",
+        help="run keepalive daily, with these options and this config folder",
+    )
+    schedule.add_argument(
+        "--uninstall", action="store_true", help="stop and remove the daily timer"
     )
 
     shared = sub.add_parser(
@@ -570,6 +580,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_keepalive(args: argparse.Namespace) -> int:
+    if args.install or args.uninstall:
+        return _keepalive_schedule(args)
     import asyncio
 
     from xero_tui.core.keepalive import keep_alive
@@ -583,6 +595,22 @@ def cmd_keepalive(args: argparse.Namespace) -> int:
     if any(kept.needs_reconnect for kept in results):
         return EXIT_NEEDS_RECONNECT
     return EXIT_ERROR if any(kept.outcome == "failed" for kept in results) else EXIT_OK
+
+
+def _keepalive_schedule(args: argparse.Namespace) -> int:
+    from xero_tui.core import schedule
+
+    host = schedule.probe()
+    if args.install:
+        job = schedule.Job.for_this_run(
+            args.older_than, insecure_storage=args.insecure_storage, store_url=args.store
+        )
+        lines = schedule.install(job, host)
+    else:
+        lines = schedule.uninstall(schedule.unit_dir(), host)
+    for line in lines:
+        print(line)
+    return EXIT_OK
 
 
 # export -------------------------------------------------------------------------------------
