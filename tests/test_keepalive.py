@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from tests.support.cli import run_cli
+import pytest
+
+from tests.support.cli import cli_env, run_cli
 from tests.support.saved import connect
 from xero_tui.core.config import Config
 from xero_tui.core.service import Service
@@ -99,3 +102,33 @@ async def test_ctrl_c_during_a_refresh_at_a_terminal_still_stores_the_rotated_to
     stored = Service().secrets.get_tokens(grant_id)
     assert stored is not None
     assert stored.refresh_token == emulator.current_refresh_token(emulator.web_client.client_id)
+
+
+async def test_keepalive_carries_a_grant_past_xeros_60_days_on_the_emulators_clock(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Xero's clock moves 31 days, then 31 more: the grant keepalive refreshed on the way still
+    works, while one on another host that never ran it has died (62 days unused)."""
+    svc = Service()
+    await connect(svc, emulator, "kept")
+    neglected = {
+        "XERO_TUI_CONFIG_DIR": str(tmp_path / "other"),
+        "XERO_TUI_TEST_KEYRING": str(tmp_path / "other.json"),
+    }
+    for name, value in neglected.items():
+        monkeypatch.setenv(name, value)
+    await connect(Service(), emulator, "neglected")
+    monkeypatch.setenv("XERO_TUI_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("XERO_TUI_TEST_KEYRING", str(tmp_path / "keyring.json"))
+
+    emulator.advance_clock(timedelta(days=31).total_seconds())
+    age(svc, "kept", 31)
+    kept = run_cli("keepalive")
+    assert kept.code == 0, kept.err
+    assert kept.out.startswith("kept: refreshed")
+    emulator.advance_clock(timedelta(days=31).total_seconds())
+
+    assert run_cli("token", "kept", "--force-refresh").code == 0
+    dead = run_cli("token", "neglected", "--force-refresh", env=cli_env(**neglected))
+    assert dead.code == 3, dead.err
+    assert emulator.stats.invalid_grants == 1
