@@ -474,3 +474,18 @@ def test_a_role_that_may_not_create_or_read_the_tables_gets_a_sentence(
     assert run_cli("store", "init").code == 0
     unreadable = run_cli("--store", guest, "list")
     assert unreadable.code == 5 and "permission denied" in unreadable.err
+
+
+def test_connections_left_in_config_toml_beside_a_shared_store_are_named_with_the_way_on(
+    emulator: Emulator, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XERO_TUI_STORE")
+    asyncio.run(connect(Service(), emulator, "acme"))
+    listed = run_cli("--store", store_url, "list")
+    assert listed.code == 0, listed.err
+    assert "still holds 1 connection or sign-in of its own" in listed.err
+    assert "xero-tui store push" in listed.err
+    assert "acme" not in listed.out
+    status = run_cli("--store", store_url, "status", "--offline")
+    assert "store push" in status.err
+    assert "store push" not in run_cli("list").err

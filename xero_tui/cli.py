@@ -398,6 +398,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for c in sorted(config.connections.values(), key=lambda c: c.name.casefold())
     ]
     _say_pending(config)
+    _say_left_behind(svc, config)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -419,6 +420,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         ],
     )
     return EXIT_OK
+
+
+def _say_left_behind(svc: Context, config: Config) -> None:
+    """With a shared store in use, connections config.toml still holds of its own are unused:
+    said on stderr, with the way to move them."""
+    if config.store is None:
+        return
+    local = svc.local.load()
+    kept = len(local.connections) + len(local.pending)
+    if kept:
+        plural = "s" if kept != 1 else ""
+        _err(
+            f"xero-tui: {svc.paths.config_file} still holds {kept} connection{plural} or sign-in"
+            f"{plural} of its own, unused while the shared store is: `xero-tui store push` "
+            "moves them there."
+        )
 
 
 def _say_pending(config: Config) -> None:
@@ -491,7 +508,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     _err(f"Secrets are stored in: {svc.secrets.description}")
     _warn_loose(svc.secrets)
     if not args.name:
-        _say_pending(svc.load())
+        config = svc.load()
+        _say_pending(config)
+        _say_left_behind(svc, config)
     if not args.offline:
         import asyncio
 

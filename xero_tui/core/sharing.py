@@ -198,7 +198,14 @@ def pull(ctx: Context) -> Moved:
                     )
                 conn.execute("DELETE FROM xero_tui.secrets WHERE key = ANY(%s)", (keys,))
 
-        db.run(forget, "remove the moved connections from")
+        try:
+            db.run(forget, "remove the moved connections from")
+        except StorageError as exc:
+            raise StorageError(
+                f"{exc} The connections are on this host now, and the store still has a copy: "
+                "remove them there (xero-tui --store URL remove NAME) before another host "
+                "refreshes them, since only one copy of a refresh token can be kept working."
+            ) from None
     ctx.use_secrets(target)
     return Moved(
         len(shared.connections),
