@@ -338,3 +338,25 @@ def test_a_secrets_file_others_can_read_is_tightened_and_said_once(
     assert secrets.stat().st_mode & 0o777 == 0o600
     again = run_cli("token", "acme")
     assert again.code == 0 and "readable by others" not in again.err
+
+
+def test_store_key_at_a_terminal_is_typed_hidden_and_never_printed_to_it(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XERO_TUI_STORE_KEY")
+    made = run_cli("store", "key")
+    assert made.code == 0, made.err
+    key = run_cli("store", "key", "--export").out.strip()
+    with Terminal("store", "key", "--export", env=cli_env()) as t:
+        assert t.wait(10) == 2
+        assert "scrollback" in t.screen and key not in t.screen
+    other = cli_env(
+        XERO_TUI_CONFIG_DIR=str(tmp_path / "other"),
+        XERO_TUI_TEST_KEYRING=str(tmp_path / "other.json"),
+    )
+    with Terminal("store", "key", "--import", env=other) as t:
+        t.wait_for("Store key (hidden):")
+        t.type(key + "\r")
+        assert t.wait(10) == 0, t.screen
+        assert "Kept the key" in t.screen and key not in t.screen
+    assert run_cli("store", "key", "--export", env=other).out.strip() == key
