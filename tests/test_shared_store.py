@@ -489,3 +489,43 @@ def test_connections_left_in_config_toml_beside_a_shared_store_are_named_with_th
     status = run_cli("--store", store_url, "status", "--offline")
     assert "store push" in status.err
     assert "store push" not in run_cli("list").err
+
+
+@pytest.mark.parametrize("refreshed_before", [False, True], ids=["first-refresh", "later"])
+def test_a_key_rotation_waits_for_a_refresh_holding_the_grant_and_neither_fails(
+    emulator: Emulator,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    refreshed_before: bool,
+) -> None:
+    from dataclasses import replace
+
+    monkeypatch.delenv("XERO_TUI_STORE_KEY")
+    assert run_cli("store", "key").code == 0
+    asyncio.run(connect(Service(), emulator, "acme"))
+    if refreshed_before:
+        assert run_cli("token", "acme", "--force-refresh").code == 0
+    refresher = Service()
+    grant = refresher.connection("acme").grant_id
+    held = refresher.acquire_grant_lock(grant, lambda: "'acme'")
+    stored = refresher.secrets.get_tokens(grant)
+    assert stored is not None
+    # Another process on this host rotates the key while this one is between refresh and store.
+    rotation = subprocess.Popen(
+        [sys.executable, "-m", "xero_tui", "store", "key", "--rotate"],
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.5)  # past PostgreSQL's deadlock_timeout: the rotation waits for the grant
+        rotated = replace(stored, access_token=stored.access_token + "x", expires_at=time.time())
+        held.store_tokens(rotated, stored)
+    finally:
+        held.release()
+        out, err = rotation.communicate(timeout=90)
+    assert rotation.returncode == 0, err
+    assert "Re-encrypted" in out
+    assert Service().secrets.get_tokens(grant) == rotated

@@ -545,6 +545,10 @@ class RowLock:
         conn = self.db.session(autocommit=False)
         try:
             conn.execute(f"SET LOCAL lock_timeout = '{GRANT_LOCK_TIMEOUT:.0f}s'")
+            # The store key first, as a rotation takes it: held FOR SHARE until the rotated token
+            # is committed, so that a rotation waits for this refresh (rather than deadlocking
+            # with its write, or re-encrypting around it when the grant's row is new).
+            conn.execute("SELECT value FROM xero_tui.meta WHERE name = %s FOR SHARE", (_KEY_ID,))
             conn.execute(
                 "INSERT INTO xero_tui.grant_locks (grant_id) VALUES (%s) ON CONFLICT DO NOTHING",
                 (self.grant_id,),

@@ -155,7 +155,9 @@ def rotate_key(db: Database, local: SecretStore) -> int:
             ).fetchone()
             if row is not None and str(row[0]) not in cipher.by_id:
                 raise wrong_key(address)
-            # No refresh may be between its read and its write while the rows change key.
+            # No refresh may be between its read and its write while the rows change key: each
+            # holds the key's row FOR SHARE from before it locks its grant, so the FOR UPDATE
+            # above has waited for it.
             conn.execute("SELECT grant_id FROM xero_tui.grant_locks ORDER BY grant_id FOR UPDATE")
             from cryptography.fernet import MultiFernet
 
