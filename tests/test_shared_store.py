@@ -529,3 +529,20 @@ def test_a_key_rotation_waits_for_a_refresh_holding_the_grant_and_neither_fails(
     assert rotation.returncode == 0, err
     assert "Re-encrypted" in out
     assert Service().secrets.get_tokens(grant) == rotated
+
+
+def test_a_process_running_through_a_key_rotation_on_its_host_reads_on_with_the_new_key(
+    emulator: Emulator, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xero_tui.core import tokens
+    from xero_tui.core.context import Context
+
+    monkeypatch.delenv("XERO_TUI_STORE_KEY")
+    assert run_cli("store", "key").code == 0
+    asyncio.run(connect(Service(), emulator, "acme"))
+    ctx = Context()  # a long-running process: the app, or a script using xero_tui.api
+    asyncio.run(tokens.access_token(ctx, "acme", force=True))
+    assert run_cli("store", "key", "--rotate").code == 0  # the keyring here has the new key
+    _, fresh = asyncio.run(tokens.access_token(ctx, "acme", force=True))
+    assert run_cli("token", "acme").out.strip() == fresh.access_token
+    assert emulator.stats.invalid_grants == 0

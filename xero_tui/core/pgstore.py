@@ -422,10 +422,13 @@ class DatabaseSecrets(SecretStore):
     def description(self) -> str:
         return f"{self.db.description} (encrypted)"
 
-    def cipher(self) -> _Cipher:
-        if self._cipher is None:
-            self._cipher = _Cipher(self._keys())
-        return self._cipher
+    def cipher(self, key_id: str | None = None) -> _Cipher:
+        """This host's keys, read again when the store names one they lack: a rotation on this
+        host, or a key imported since, is then used without restarting the process."""
+        cipher = self._cipher
+        if cipher is None or (key_id is not None and key_id not in cipher.by_id):
+            cipher = self._cipher = _Cipher(self._keys())
+        return cipher
 
     def _read_key_id(self, conn: psycopg.Connection[Any]) -> str | None:
         row = conn.execute(
@@ -444,7 +447,7 @@ class DatabaseSecrets(SecretStore):
                 (_KEY_ID, cipher.first),
             )
             key_id = self._read_key_id(conn)
-        return cipher.for_id(key_id, self.db.address)
+        return self.cipher(key_id).for_id(key_id, self.db.address)
 
     def decrypt(self, fernet: Fernet, key: str, token: str) -> str:
         from cryptography.fernet import InvalidToken
@@ -461,7 +464,7 @@ class DatabaseSecrets(SecretStore):
         return self.get_many([key])[key]
 
     def get_many(self, keys: list[str]) -> dict[str, str | None]:
-        cipher = self.cipher()
+        self.cipher()
 
         def read(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
             # The key's fingerprint comes in the same round trip as the values.
@@ -474,6 +477,7 @@ class DatabaseSecrets(SecretStore):
         rows = self.db.run(read, "read the secrets in", read=True)
         key_id = next((value for key, value in rows if key == ""), None)
         found = {key: value for key, value in rows if key != ""}
+        cipher = self.cipher(key_id)
         if not found:
             if key_id is not None and key_id not in cipher.by_id:
                 raise wrong_key(self.db.address)
