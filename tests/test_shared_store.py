@@ -546,3 +546,77 @@ def test_a_process_running_through_a_key_rotation_on_its_host_reads_on_with_the_
     _, fresh = asyncio.run(tokens.access_token(ctx, "acme", force=True))
     assert run_cli("token", "acme").out.strip() == fresh.access_token
     assert emulator.stats.invalid_grants == 0
+
+
+def _drop_session(server: Postgres, url: str, lock: object) -> None:
+    """The server ends a held RowLock's session, as a restart or a network cut would."""
+    pid = lock._conn.info.backend_pid  # type: ignore[attr-defined]
+    server.psql(parse_address(url).dbname, f"SELECT pg_terminate_backend({pid})")
+
+
+def test_a_rotated_token_whose_lock_session_dropped_is_written_when_the_store_is_unchanged(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    from dataclasses import replace
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    svc = Service()
+    grant = svc.connection("acme").grant_id
+    stored = svc.secrets.get_tokens(grant)
+    assert stored is not None
+    lock = svc.acquire_grant_lock(grant, lambda: "'acme'")
+    _drop_session(postgres_server, store_url, lock)
+    # What Xero answered carries an id token, which the store does not keep.
+    replaced = replace(stored, id_token="eyJ.id.token")
+    rotated = replace(stored, access_token=stored.access_token + "x", refresh_token="R" * 64)
+    with pytest.raises(StorageError):
+        lock.store_tokens(rotated, replaced)  # the dead session
+    lock.store_tokens(rotated, replaced)  # a new one: the store still holds `replaced`
+    assert Service().secrets.get_tokens(grant) == rotated
+
+
+def test_a_retried_store_never_overwrites_a_token_another_host_rotated_meanwhile(
+    emulator: Emulator,
+    store_url: str,
+    postgres_server: Postgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import replace
+
+    from xero_tui.core import pgstore, tokens
+    from xero_tui.core.context import Context
+    from xero_tui.core.errors import TokenNotStored
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    ctx = Context()
+    conn = ctx.connection("acme")
+    stored = ctx.secrets.get_tokens(conn.grant_id)
+    assert stored is not None
+    lock = ctx.acquire_grant_lock(conn.grant_id, lambda: "'acme'")
+    # This host refreshed; its lock's session dropped before the rotated token was committed,
+    # and another host, finding the grant free, refreshed it with the same (grace) token.
+    mine = replace(stored, access_token=stored.access_token + "x", refresh_token="M" * 64)
+    _drop_session(postgres_server, store_url, lock)
+    theirs = run_cli("token", "acme", "--force-refresh", env=host(tmp_path, "b"))
+    assert theirs.code == 0, theirs.err
+    # The first read on the retry fails too (the database still settling).
+    real_get = pgstore.DatabaseSecrets.get_tokens
+    failures = iter([StorageError("Could not read the secrets in PostgreSQL: gone.")])
+
+    def flaky_get(self: pgstore.DatabaseSecrets, grant_id: str) -> object:
+        for exc in failures:
+            raise exc
+        return real_get(self, grant_id)
+
+    monkeypatch.setattr(pgstore.DatabaseSecrets, "get_tokens", flaky_get)
+    try:
+        asyncio.run(tokens._store_rotated(ctx, conn, lock, conn.grant_id, stored, mine))
+    except TokenNotStored:
+        pass
+    finally:
+        lock.release()
+    monkeypatch.setattr(pgstore.DatabaseSecrets, "get_tokens", real_get)
+    kept = Service().secrets.get_tokens(conn.grant_id)
+    assert kept is not None and kept.access_token == theirs.out.strip()
+

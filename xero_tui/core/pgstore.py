@@ -584,8 +584,14 @@ class RowLock:
         key = grant_key(self.grant_id)
         if self._conn is None:
             self.acquire()
-            current = self.secrets.get_tokens(self.grant_id)
-            if current is not None and current != replaced:
+            try:
+                current = self.secrets.get_tokens(self.grant_id)
+            except BaseException:
+                # Not kept: a retry must take the lock and compare again, never write blind.
+                self.release()
+                raise
+            # Compared as stored: what Xero answered has an id token the store does not keep.
+            if current is not None and encode_tokens(current) != encode_tokens(replaced):
                 self.release()
                 return
         conn = self._conn
