@@ -620,3 +620,22 @@ def test_a_retried_store_never_overwrites_a_token_another_host_rotated_meanwhile
     kept = Service().secrets.get_tokens(conn.grant_id)
     assert kept is not None and kept.access_token == theirs.out.strip()
 
+
+def test_a_held_rotated_token_is_stored_when_the_one_it_replaced_came_with_an_id_token(
+    emulator: Emulator, store_url: str
+) -> None:
+    from dataclasses import replace
+
+    from xero_tui.core import tokens
+    from xero_tui.core.context import Context
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    ctx = Context()
+    grant = ctx.connection("acme").grant_id
+    stored = ctx.secrets.get_tokens(grant)
+    assert stored is not None
+    # Held after a failed store; what it replaced was itself an answer from Xero, id token and all.
+    rotated = replace(stored, access_token=stored.access_token + "x", refresh_token="R" * 64)
+    ctx.unstored[grant] = (replace(stored, id_token="eyJ.id.token"), rotated)
+    assert tokens._store_unstored(ctx, grant, stored) == rotated
+    assert Service().secrets.get_tokens(grant) == rotated

@@ -21,6 +21,7 @@ from xero_tui.core.errors import (
     clean_text,
 )
 from xero_tui.core.models import Connection, Grant, Kind, Status, TokenSet
+from xero_tui.core.secrets import encode_tokens
 
 if TYPE_CHECKING:
     from xero_tui.core.context import GrantLock
@@ -224,7 +225,7 @@ def _store_unstored(ctx: Context, grant_id: str, current: TokenSet) -> TokenSet:
     if held is None:
         return current
     replaced, fresh = held
-    if current != replaced:
+    if encode_tokens(current) != encode_tokens(replaced):  # as stored: no id token
         # Another process has refreshed since (with the old token, within Xero's grace).
         ctx.unstored.pop(grant_id, None)
         return current
