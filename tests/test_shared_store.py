@@ -639,3 +639,41 @@ def test_a_held_rotated_token_is_stored_when_the_one_it_replaced_came_with_an_id
     ctx.unstored[grant] = (replace(stored, id_token="eyJ.id.token"), rotated)
     assert tokens._store_unstored(ctx, grant, stored) == rotated
     assert Service().secrets.get_tokens(grant) == rotated
+
+
+def test_a_secret_write_waiting_on_a_row_another_session_holds_is_bounded_and_said(
+    emulator: Emulator, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import psycopg
+
+    from xero_tui.core import pgstore
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    svc = Service()
+    grant = svc.connection("acme").grant_id
+    tokens = svc.secrets.get_tokens(grant)
+    assert tokens is not None
+    monkeypatch.setattr(pgstore, "RECORDS_LOCK_TIMEOUT", 1.0)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            Service().secrets.put_tokens(grant, tokens)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    # Another session (a host hung mid-transaction) holds the grant's secret row.
+    with psycopg.connect(store_url) as other:
+        other.execute(
+            "SELECT key FROM xero_tui.secrets WHERE key = %s FOR UPDATE", (grant_key(grant),)
+        )
+        worker = threading.Thread(target=write, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), "the write waited on the lock without end"
+    assert len(outcome) == 1 and isinstance(outcome[0], StorageError), outcome
+    assert "PostgreSQL" in str(outcome[0]) and "locked" in str(outcome[0])
+    assert Service().secrets.get_tokens(grant) == tokens

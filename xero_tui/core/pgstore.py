@@ -71,6 +71,10 @@ def _psycopg() -> Any:
     return psycopg
 
 
+class StoreBusy(StorageError):
+    """A lock wait in the store ran out (ours, or the server's own lock_timeout)."""
+
+
 def _reason(exc: BaseException) -> str:
     # libpq's first line says what failed; the rest is hints and context.
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -252,7 +256,10 @@ class Database:
             try:
                 return work(conn)
             except pg.errors.LockNotAvailable:
-                raise
+                raise StoreBusy(
+                    f"Could not {doing} {self.description}: another session kept what this "
+                    "needed locked for too long; try again."
+                ) from None
             except pg.OperationalError as exc:
                 conn.close()
                 if not (read and reused):
@@ -356,12 +363,12 @@ class RecordStore:
     def update(self, change: Callable[[Config], T]) -> T:
         """Apply `change` to the freshest records in one transaction, writers taking turns on
         the `records` row of `xero_tui.meta`; only the records that changed are written."""
-        pg = _psycopg()
+        _psycopg()
         from psycopg.types.json import Jsonb
 
         def work(conn: psycopg.Connection[Any]) -> T:
             with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = '{RECORDS_LOCK_TIMEOUT:.0f}s'")
+                bound_lock_wait(conn)
                 conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
                 rows = conn.execute("SELECT section, key, body FROM xero_tui.records").fetchall()
                 config = self._config(rows)
@@ -393,7 +400,7 @@ class RecordStore:
 
         try:
             return self.db.run(work, "save to")
-        except pg.errors.LockNotAvailable:
+        except StoreBusy:
             raise StorageError(
                 f"Another host has been changing the connections in {self.db.description} for "
                 f"over {RECORDS_LOCK_TIMEOUT:.0f} s; try again."
@@ -488,6 +495,7 @@ class DatabaseSecrets(SecretStore):
     def _write(self, work: Callable[[psycopg.Connection[Any], Fernet], None]) -> None:
         def run(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
+                bound_lock_wait(conn)
                 work(conn, self.writer(conn))
 
         self.db.run(run, "save to")
@@ -511,9 +519,16 @@ class DatabaseSecrets(SecretStore):
 
     def delete_many(self, keys: list[str]) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute("DELETE FROM xero_tui.secrets WHERE key = ANY(%s)", (keys,))
+            with conn.transaction():
+                bound_lock_wait(conn)
+                conn.execute("DELETE FROM xero_tui.secrets WHERE key = ANY(%s)", (keys,))
 
         self.db.run(work, "delete from")
+
+
+def bound_lock_wait(conn: psycopg.Connection[Any]) -> None:
+    """Inside a transaction: a lock another session holds is waited for a bounded time."""
+    conn.execute(f"SET LOCAL lock_timeout = '{RECORDS_LOCK_TIMEOUT:.0f}s'")
 
 
 def upsert_secret(conn: psycopg.Connection[Any], fernet: Fernet, key: str, value: str) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from xero_tui.core.config import Config, records
 from xero_tui.core.context import Context, quoted_names
 from xero_tui.core.errors import StorageError, UsageError
-from xero_tui.core.pgstore import RECORDS_LOCK_TIMEOUT, _psycopg, upsert_secret
+from xero_tui.core.pgstore import StoreBusy, _psycopg, bound_lock_wait, upsert_secret
 from xero_tui.core.secrets import client_secret_key, grant_key, open_store
 from xero_tui.core.storekey import KeyState, ensure_key
 
@@ -95,12 +95,12 @@ def push(ctx: Context, url: str) -> Moved:
         values = source.get_many(keys)
         present = {k: v for k, v in values.items() if v is not None}
         rows = records(local)
-        pg = _psycopg()
+        _psycopg()
         from psycopg.types.json import Jsonb
 
         def write(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = '{RECORDS_LOCK_TIMEOUT:.0f}s'")
+                bound_lock_wait(conn)
                 conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
                 taken = conn.execute(
                     "SELECT section, key FROM xero_tui.records WHERE (section, key) IN "
@@ -126,7 +126,7 @@ def push(ctx: Context, url: str) -> Moved:
 
         try:
             db.run(write, "copy the connections to")
-        except pg.errors.LockNotAvailable:
+        except StoreBusy:
             raise StorageError(
                 f"Another host kept the connections in {address.description} locked; nothing "
                 "was moved. Try again."
@@ -190,6 +190,7 @@ def pull(ctx: Context) -> Moved:
 
         def forget(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
+                bound_lock_wait(conn)
                 conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
                 for section, record_key in records(shared):
                     conn.execute(

@@ -18,6 +18,7 @@ from xero_tui.core.pgstore import (
     _KEY_ID,
     GRANT_LOCK_TIMEOUT,
     StoreAddress,
+    StoreBusy,
     _Cipher,
     _psycopg,
     key_fingerprint,
@@ -145,7 +146,7 @@ def rotate_key(db: Database, local: SecretStore) -> int:
     fresh = new_key()
     local.put(address.key_name, b",".join([fresh, *old]).decode("ascii"))
     cipher = _Cipher([fresh, *old])
-    pg = _psycopg()
+    _psycopg()
 
     def work(conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
@@ -178,7 +179,7 @@ def rotate_key(db: Database, local: SecretStore) -> int:
 
     try:
         count = db.run(work, "re-encrypt the secrets in")
-    except pg.errors.LockNotAvailable:
+    except StoreBusy:
         raise StorageError(
             f"A refresh held a grant in {address.description} for over "
             f"{GRANT_LOCK_TIMEOUT:.0f} s; nothing was re-encrypted. Try again."
