@@ -677,3 +677,17 @@ def test_a_secret_write_waiting_on_a_row_another_session_holds_is_bounded_and_sa
     assert len(outcome) == 1 and isinstance(outcome[0], StorageError), outcome
     assert "PostgreSQL" in str(outcome[0]) and "locked" in str(outcome[0])
     assert Service().secrets.get_tokens(grant) == tokens
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://sync:hunter%zz2@db.example/xero",
+        "postgresql://sync:hunter2@[db.example/xero",
+        "postgresql://sync@db.example/xero?password=hunter%zz2",
+    ],
+)
+def test_a_password_in_a_store_url_that_does_not_parse_is_never_quoted(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_address(url)
+    assert "hunter" not in str(caught.value)

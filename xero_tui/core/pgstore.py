@@ -113,17 +113,26 @@ def parse_address(url: str) -> StoreAddress:
             f"The store {shown!r} is not a PostgreSQL URL: write it as "
             "postgresql://user@host:5432/dbname."
         )
+    has_password = ConfigError(
+        "The store URL holds a password, which would sit in config files and process "
+        "lists: remove it and use ~/.pgpass (or PGPASSFILE), PGPASSWORD, or peer or "
+        "certificate authentication."
+    )
+    # Refused before libpq reads it: its complaint about a URL it cannot read quotes the URL.
+    # User information ends at the first '@' unless a '/' comes first, as libpq reads it.
+    rest = url.split("://", 1)[1]
+    end = min((i for i in (rest.find("@"), rest.find("/")) if i >= 0), default=-1)
+    if end >= 0 and rest[end] == "@" and rest[:end].partition(":")[2]:
+        raise has_password
     pg = _psycopg()
     try:
         params = pg.conninfo.conninfo_to_dict(url)
     except pg.ProgrammingError as exc:
+        if "password" in url.lower():
+            raise has_password from None
         raise ConfigError(f"The store URL cannot be read ({_reason(exc)}).") from None
     if params.get("password"):
-        raise ConfigError(
-            "The store URL holds a password, which would sit in config files and process "
-            "lists: remove it and use ~/.pgpass (or PGPASSFILE), PGPASSWORD, or peer or "
-            "certificate authentication."
-        )
+        raise has_password
     import getpass
     import os
 
