@@ -691,3 +691,23 @@ def test_a_password_in_a_store_url_that_does_not_parse_is_never_quoted(url: str)
     with pytest.raises(ConfigError) as caught:
         parse_address(url)
     assert "hunter" not in str(caught.value)
+
+
+def test_a_rotated_token_retried_after_its_grant_was_removed_does_not_bring_it_back(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    from dataclasses import replace
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    svc = Service()
+    grant = svc.connection("acme").grant_id
+    stored = svc.secrets.get_tokens(grant)
+    assert stored is not None
+    lock = svc.acquire_grant_lock(grant, lambda: "'acme'")
+    _drop_session(postgres_server, store_url, lock)
+    rotated = replace(stored, refresh_token="R" * 64)
+    with pytest.raises(StorageError):
+        lock.store_tokens(rotated, stored)  # the dead session
+    assert run_cli("remove", "acme").code == 0
+    lock.store_tokens(rotated, stored)  # a new session finds the grant gone
+    assert Service().secrets.get_tokens(grant) is None

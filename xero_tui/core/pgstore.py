@@ -615,7 +615,8 @@ class RowLock:
                 self.release()
                 raise
             # Compared as stored: what Xero answered has an id token the store does not keep.
-            if current is not None and encode_tokens(current) != encode_tokens(replaced):
+            # Tokens gone meanwhile mean the grant was removed: not brought back.
+            if current is None or encode_tokens(current) != encode_tokens(replaced):
                 self.release()
                 return
         conn = self._conn

@@ -133,7 +133,7 @@ def push(ctx: Context, url: str) -> Moved:
             ) from None
         _check_copy(target.get_many(list(present)), present, address.description)
         shared = ctx.shared_records(url).load()
-        if records(shared).keys() < rows.keys():
+        if not rows.keys() <= records(shared).keys():
             raise StorageError(f"{address.description} did not keep every connection pushed.")
 
         def switch(config: Config) -> None:
