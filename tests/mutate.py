@@ -348,8 +348,8 @@ MUTANTS = (
     Mutant(
         "pgstore: a writer does not check the store's key",
         PGSTORE,
-        "        return cipher.for_id(key_id, self.db.address)",
-        "        return cipher.for_id(None, self.db.address)",
+        "        return self.cipher(key_id).for_id(key_id, self.db.address)",
+        "        return self.cipher(key_id).for_id(None, self.db.address)",
         ("tests/test_shared_store.py::test_a_writer_with_another_key_is_refused_before_it_writes",),
     ),
     Mutant(
