@@ -99,3 +99,21 @@ def test_the_api_imports_no_textual() -> None:
     probe = "import sys, xero_tui.api; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_overridden_endpoints_are_said_once_per_process_as_a_warning(
+    emulator: Emulator,
+) -> None:
+    import warnings
+
+    from xero_tui import api as api_module
+
+    svc = Service()
+    await connect(svc, emulator)
+    api_module._told.clear()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        await asyncio.to_thread(api.access_token, "acme")
+        await asyncio.to_thread(api.access_token, "acme")
+    said = [str(w.message) for w in seen if "endpoints overridden" in str(w.message)]
+    assert said == [f"xero-tui: {emulator.endpoints.override_notice()}"]

@@ -47,6 +47,22 @@ _kept: dict[tuple[str, str], Token] = {}
 _kept_lock = threading.Lock()
 
 
+_told: set[str] = set()
+
+
+def _context() -> Context:
+    """This call's context; overridden Xero endpoints are said once per process, as a warning
+    (the command line and the screens say it on every run)."""
+    ctx = Context()
+    notice = ctx.endpoints.override_notice()
+    if notice is not None and notice not in _told:
+        _told.add(notice)
+        import warnings
+
+        warnings.warn(f"xero-tui: {notice}", UserWarning, stacklevel=3)
+    return ctx
+
+
 def _key(ctx: Context, name: str) -> tuple[str, str]:
     return str(ctx.paths.config_dir), name
 
@@ -71,7 +87,7 @@ def _remembered(ctx: Context, name: str, stale: str | None) -> Token | None:
 
 async def access_token_async(name: str, *, force: bool = False, stale: str | None = None) -> Token:
     """`access_token`, for code already on an event loop."""
-    ctx = Context()
+    ctx = _context()
     if not force:
         kept = _remembered(ctx, name, stale)
         if kept is not None:
@@ -87,7 +103,7 @@ def access_token(name: str, *, force: bool = False, stale: str | None = None) ->
     has just refused (a 401), which is then not handed out again. Raises the core's errors
     (`XeroTuiError` and its kinds: `NeedsReconnect`, `StorageError`, ...), each a sentence.
     """
-    ctx = Context()
+    ctx = _context()
     if not force:
         kept = _remembered(ctx, name, stale)
         if kept is not None:
