@@ -711,3 +711,21 @@ def test_a_rotated_token_retried_after_its_grant_was_removed_does_not_bring_it_b
     assert run_cli("remove", "acme").code == 0
     lock.store_tokens(rotated, stored)  # a new session finds the grant gone
     assert Service().secrets.get_tokens(grant) is None
+
+
+def test_a_schema_set_up_held_by_another_host_is_waited_for_a_bounded_time(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from xero_tui.core import pgstore
+
+    monkeypatch.setattr(pgstore, "RECORDS_LOCK_TIMEOUT", 1.0)
+    with psycopg.connect(store_url) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (pgstore._MIGRATION_LOCK,))
+        started = time.monotonic()
+        with pytest.raises(StorageError) as caught:
+            Service().load()
+        assert time.monotonic() - started < 5
+        assert "setting up the tables" in str(caught.value)
+    assert Service().load().connections == {}

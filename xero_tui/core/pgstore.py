@@ -320,7 +320,8 @@ def ensure_schema(conn: psycopg.Connection[Any], address: StoreAddress) -> bool:
         if schema_version(conn) == SCHEMA_VERSION:
             return False
         with conn.transaction():
-            # Two first users at once: one applies, the other waits and finds it done.
+            # Two first users at once: one applies, the other waits (bounded) and finds it done.
+            bound_lock_wait(conn)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute("CREATE SCHEMA IF NOT EXISTS xero_tui")
             conn.execute(
@@ -339,6 +340,11 @@ def ensure_schema(conn: psycopg.Connection[Any], address: StoreAddress) -> bool:
                 conn.execute(
                     "INSERT INTO xero_tui.schema_version (version) VALUES (%s)", (version,)
                 )
+    except pg.errors.LockNotAvailable:
+        raise StorageError(
+            f"Another host has been setting up the tables in {address.description} for over "
+            f"{RECORDS_LOCK_TIMEOUT:.0f} s; try again."
+        ) from None
     except pg.Error as exc:
         raise StorageError(
             f"Could not set up the tables in {address.description}: {_reason(exc)}."

@@ -184,5 +184,12 @@ def rotate_key(db: Database, local: SecretStore) -> int:
             f"A refresh held a grant in {address.description} for over "
             f"{GRANT_LOCK_TIMEOUT:.0f} s; nothing was re-encrypted. Try again."
         ) from None
-    local.put(address.key_name, fresh.decode("ascii"))
+    try:
+        local.put(address.key_name, fresh.decode("ascii"))
+    except StorageError as exc:
+        raise StorageError(
+            f"Re-encrypted {count} secrets in {address.description} under a new key, but the "
+            f"old key could not be dropped from the {local.description} ({exc}); the new one is "
+            f"kept beside it, so this host reads on. Other hosts need the new key: {COPY_HINT}."
+        ) from None
     return count
