@@ -709,12 +709,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     address, db = svc.shared(url)
     action = args.store_command
     if action == "init":
-        from xero_tui.core.pgstore import ensure_schema
-
-        def init(conn: Any) -> bool:
-            return ensure_schema(conn, address)
-
-        db.run(init, "set up")
+        db.set_up()
         print(f"The tables of {address.description} are ready.")
         return EXIT_OK
     if action == "push":
@@ -767,10 +762,6 @@ def cmd_store(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     state = storekey.ensure_key(db, local)
-    if state.matches is False:
-        from xero_tui.core.pgstore import wrong_key
-
-        raise wrong_key(address)
     if state.created:
         print(f"Made a new key for {address.description}, kept in the {state.where}.")
     else:

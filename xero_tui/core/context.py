@@ -85,7 +85,6 @@ class GrantLock(Protocol):
 class _FileGrantLock:
     def __init__(self, lock: FileLock, secrets: SecretStore, grant_id: str) -> None:
         self.lock = lock
-        self.path = lock.path
         self.secrets = secrets
         self.grant_id = grant_id
 
@@ -114,7 +113,7 @@ class Records:
 
     def update(self, change: Callable[[Config], T]) -> T:
         ctx = self.ctx
-        url = ctx.store_url if ctx.store_url is not None else ctx.local.load().store
+        url = ctx.shared_url()
         if url is None:
             return ctx.local.update(change)
         return ctx.shared_records(url).update(change)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from xero_tui.core.config import Config, from_records, records
+from xero_tui.core.config import Config, Record, from_records, records
 from xero_tui.core.errors import ConfigError, StorageError, clean_text
 from xero_tui.core.models import TokenSet
 from xero_tui.core.secrets import SecretStore, StorageKind, grant_key
@@ -283,6 +283,10 @@ class Database:
                 conn.close()
                 raise self.unreachable(exc, doing) from None
 
+    def set_up(self) -> None:
+        """Connect: the schema is created or migrated on every first connection."""
+        self.run(lambda conn: None, "set up")
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -356,6 +360,37 @@ def ensure_schema(conn: psycopg.Connection[Any], address: StoreAddress) -> bool:
 # Records
 
 
+def lock_records(conn: psycopg.Connection[Any]) -> dict[Record, dict[str, Any]]:
+    """Inside a transaction: every record, with the writers' turn (the `records` row of
+    `xero_tui.meta`) held until the transaction ends; the wait for it is bounded."""
+    bound_lock_wait(conn)
+    conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
+    return read_records(conn)
+
+
+def read_records(conn: psycopg.Connection[Any]) -> dict[Record, dict[str, Any]]:
+    rows = conn.execute("SELECT section, key, body FROM xero_tui.records").fetchall()
+    return {(section, key): body for section, key, body in rows}
+
+
+def write_records(
+    conn: psycopg.Connection[Any],
+    changed: Mapping[Record, dict[str, Any]],
+    gone: Iterable[Record] = (),
+) -> None:
+    """Inside `lock_records`' transaction: write `changed` (added or replaced), delete `gone`."""
+    from psycopg.types.json import Jsonb
+
+    for section, key in gone:
+        conn.execute("DELETE FROM xero_tui.records WHERE section = %s AND key = %s", (section, key))
+    for (section, key), body in changed.items():
+        conn.execute(
+            "INSERT INTO xero_tui.records (section, key, body) VALUES (%s, %s, %s) "
+            "ON CONFLICT (section, key) DO UPDATE SET body = excluded.body, updated = now()",
+            (section, key, Jsonb(body)),
+        )
+
+
 class RecordStore:
     """The shared grants, connections and pending sign-ins: `load` and `update`, as the local
     ConfigStore has them."""
@@ -364,53 +399,30 @@ class RecordStore:
         self.db = db
 
     def load(self) -> Config:
-        def read(conn: psycopg.Connection[Any]) -> list[tuple[str, str, dict[str, Any]]]:
-            return conn.execute("SELECT section, key, body FROM xero_tui.records").fetchall()
+        return self._config(self.db.run(read_records, "read the connections in", read=True))
 
-        rows = self.db.run(read, "read the connections in", read=True)
-        return self._config(rows)
-
-    def _config(self, rows: list[tuple[str, str, dict[str, Any]]]) -> Config:
-        return from_records(
-            {(s, k): body for s, k, body in rows}, self.db.description, self.db.address.url
-        )
+    def _config(self, rows: Mapping[Record, dict[str, Any]]) -> Config:
+        return from_records(rows, self.db.description, self.db.address.url)
 
     def update(self, change: Callable[[Config], T]) -> T:
-        """Apply `change` to the freshest records in one transaction, writers taking turns on
-        the `records` row of `xero_tui.meta`; only the records that changed are written."""
-        _psycopg()
-        from psycopg.types.json import Jsonb
+        """Apply `change` to the freshest records in one transaction, writers taking turns;
+        only the records that changed are written."""
 
         def work(conn: psycopg.Connection[Any]) -> T:
             with conn.transaction():
-                bound_lock_wait(conn)
-                conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
-                rows = conn.execute("SELECT section, key, body FROM xero_tui.records").fetchall()
-                config = self._config(rows)
+                config = self._config(lock_records(conn))
                 before = records(config)
                 result = change(config)
                 after = records(config)
                 try:
-                    from_records(after, self.db.description, self.db.address.url)
+                    self._config(after)
                 except ConfigError as exc:
                     raise ConfigError(
                         f"The change would not read back ({exc}); {self.db.description} was "
                         "left as it was."
                     ) from None
-                gone = [key for key in before if key not in after]
-                changed = [(key, body) for key, body in after.items() if before.get(key) != body]
-                for section, key in gone:
-                    conn.execute(
-                        "DELETE FROM xero_tui.records WHERE section = %s AND key = %s",
-                        (section, key),
-                    )
-                for (section, key), body in changed:
-                    conn.execute(
-                        "INSERT INTO xero_tui.records (section, key, body) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (section, key) DO UPDATE "
-                        "SET body = excluded.body, updated = now()",
-                        (section, key, Jsonb(body)),
-                    )
+                changed = {key: body for key, body in after.items() if before.get(key) != body}
+                write_records(conn, changed, [key for key in before if key not in after])
                 return result
 
         try:

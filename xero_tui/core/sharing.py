@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from xero_tui.core.config import Config, records
 from xero_tui.core.context import Context, quoted_names
 from xero_tui.core.errors import StorageError, UsageError
-from xero_tui.core.pgstore import StoreBusy, _psycopg, bound_lock_wait, upsert_secret
-from xero_tui.core.secrets import client_secret_key, grant_key, open_store
+from xero_tui.core.pgstore import StoreBusy, lock_records, upsert_secret, write_records
+from xero_tui.core.secrets import grant_key, open_store
+from xero_tui.core.storage import secret_keys
 from xero_tui.core.storekey import KeyState, ensure_key
 
 if TYPE_CHECKING:
@@ -52,17 +53,6 @@ class Moved:
         return text
 
 
-def _secret_keys(config: Config) -> tuple[list[str], list[str]]:
-    """The grant ids and secret keys a config's connections and sign-ins need."""
-    grant_ids = sorted(
-        {c.grant_id for c in config.connections.values()} | set(config.grants) | set(config.pending)
-    )
-    apps = [(c.client_id, c.kind) for c in config.connections.values()]
-    apps += [(p.client_id, p.kind) for p in config.pending.values()]
-    client_ids = sorted({client_id for client_id, kind in apps if kind.has_secret})
-    return grant_ids, [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
-
-
 def _missing_tokens(config: Config, values: dict[str, str | None]) -> tuple[str, ...]:
     return tuple(
         sorted(
@@ -85,41 +75,23 @@ def push(ctx: Context, url: str) -> Moved:
     address, db = ctx.shared(url)
     source = open_store(ctx.paths, local.secret_storage, insecure=ctx.insecure_storage)
     key = ensure_key(db, ctx.local_secrets())
-    if key.matches is False:
-        from xero_tui.core.pgstore import wrong_key
-
-        raise wrong_key(address)
     target = ctx.shared_secrets(url)
-    grant_ids, keys = _secret_keys(local)
+    grant_ids, keys = secret_keys(local)
     with ctx.grant_locks(grant_ids, local, source):
         values = source.get_many(keys)
         present = {k: v for k, v in values.items() if v is not None}
         rows = records(local)
-        _psycopg()
-        from psycopg.types.json import Jsonb
 
         def write(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
-                bound_lock_wait(conn)
-                conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
-                taken = conn.execute(
-                    "SELECT section, key FROM xero_tui.records WHERE (section, key) IN "
-                    "(SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([s for s, _ in rows], [k for _, k in rows]),
-                ).fetchall()
+                taken = sorted(rows.keys() & lock_records(conn).keys())
                 if taken:
-                    names = sorted(k for s, k in taken if s == "connections") or sorted(
-                        k for _, k in taken
-                    )
+                    names = [k for s, k in taken if s == "connections"] or [k for _, k in taken]
                     raise UsageError(
                         f"{address.description} already has {quoted_names(names)}: remove or "
                         "rename it on one side first; nothing was moved."
                     )
-                for (section, record_key), body in rows.items():
-                    conn.execute(
-                        "INSERT INTO xero_tui.records (section, key, body) VALUES (%s, %s, %s)",
-                        (section, record_key, Jsonb(body)),
-                    )
+                write_records(conn, rows)
                 fernet = target.writer(conn)
                 for secret_key, value in present.items():
                     upsert_secret(conn, fernet, secret_key, value)
@@ -172,7 +144,7 @@ def pull(ctx: Context) -> Moved:
     shared = shared_store.load()
     source = ctx.shared_secrets(url)
     target = open_store(ctx.paths, local.secret_storage, insecure=ctx.insecure_storage)
-    grant_ids, keys = _secret_keys(shared)
+    grant_ids, keys = secret_keys(shared)
     with ctx.grant_locks(grant_ids, shared, source):
         values = source.get_many(keys)
         present = {k: v for k, v in values.items() if v is not None}
@@ -190,13 +162,8 @@ def pull(ctx: Context) -> Moved:
 
         def forget(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
-                bound_lock_wait(conn)
-                conn.execute("SELECT value FROM xero_tui.meta WHERE name = 'records' FOR UPDATE")
-                for section, record_key in records(shared):
-                    conn.execute(
-                        "DELETE FROM xero_tui.records WHERE section = %s AND key = %s",
-                        (section, record_key),
-                    )
+                lock_records(conn)
+                write_records(conn, {}, records(shared))
                 conn.execute("DELETE FROM xero_tui.secrets WHERE key = ANY(%s)", (keys,))
 
         try:

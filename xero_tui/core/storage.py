@@ -61,6 +61,18 @@ class StorageMove:
         return clean_text(" ".join(parts), 600)
 
 
+def secret_keys(config: Config) -> tuple[list[str], list[str]]:
+    """The grant ids a config's connections and sign-ins use (sorted, for taking their locks)
+    and every secret they need: each grant's tokens, and each app's client secret."""
+    grant_ids = sorted(
+        {c.grant_id for c in config.connections.values()} | set(config.grants) | set(config.pending)
+    )
+    apps = [(c.client_id, c.kind) for c in config.connections.values()]
+    apps += [(p.client_id, p.kind) for p in config.pending.values()]
+    client_ids = sorted({client_id for client_id, kind in apps if kind.has_secret})
+    return grant_ids, [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
+
+
 async def probe_storage(ctx: Context) -> ProbeResult:
     """Check that secrets can be kept before a consent is spent on it."""
 
@@ -101,13 +113,7 @@ def use_file_storage(ctx: Context) -> StorageMove:
             "a host's own connections (xero-tui store pull brings them here first)."
         )
     # Unfinished sign-ins' tokens move too: they may be the only live copy.
-    grant_ids = sorted(
-        {c.grant_id for c in config.connections.values()} | set(config.grants) | set(config.pending)
-    )
-    apps = [(c.client_id, c.kind) for c in config.connections.values()]
-    apps += [(p.client_id, p.kind) for p in config.pending.values()]
-    client_ids = sorted({client_id for client_id, kind in apps if kind.has_secret})
-    keys = [grant_key(g) for g in grant_ids] + [client_secret_key(c) for c in client_ids]
+    grant_ids, keys = secret_keys(config)
     if source.kind != "keyring":
         # Already on the file (--insecure-storage): nothing moves, and what it lacks is lost.
         kept = source.get_many(keys)

@@ -20,7 +20,6 @@ from xero_tui.core.pgstore import (
     StoreAddress,
     StoreBusy,
     _Cipher,
-    _psycopg,
     key_fingerprint,
     new_key,
     parse_keys,
@@ -74,11 +73,10 @@ def local_keys(address: StoreAddress, local: Callable[[], SecretStore]) -> list[
 
 @dataclass(frozen=True)
 class KeyState:
-    """What `store key` found: where this host's key is, and whether the store knows it."""
+    """What `store key` found: where this host's key is, and whether it was just made."""
 
     where: str
     created: bool
-    matches: bool | None  # None: the store has no secrets, and so no key, yet
 
 
 def _store_key_id(db: Database) -> str | None:
@@ -91,28 +89,31 @@ def _store_key_id(db: Database) -> str | None:
 
 def ensure_key(db: Database, local: SecretStore) -> KeyState:
     """This host's key, made (and saved in `local`) when there is none and the store has none
-    either. A store that has a key already is never given a second one."""
+    either. A store that has a key already is never given a second one, and a host key it
+    does not know is refused."""
     address = db.address
     key_id = _store_key_id(db)
     from_env = keys_from_env()
     if from_env is not None:
-        return KeyState(ENV_STORE_KEY, False, _matches(from_env, key_id))
+        _check_known(db, from_env, key_id)
+        return KeyState(ENV_STORE_KEY, False)
     value = local.get(address.key_name)
     if value is not None:
-        return KeyState(local.description, False, _matches(parse_keys(value), key_id))
+        _check_known(db, parse_keys(value), key_id)
+        return KeyState(local.description, False)
     if key_id is not None:
         raise StorageError(
             f"{address.description} already has secrets under a key this host lacks: copy it "
             f"from a host that works ({COPY_HINT}), or set {ENV_STORE_KEY}."
         )
     local.put(address.key_name, new_key().decode("ascii"))
-    return KeyState(local.description, True, None)
+    return KeyState(local.description, True)
 
 
-def _matches(keys: list[bytes], key_id: str | None) -> bool | None:
-    if key_id is None:
-        return None
-    return key_id in {key_fingerprint(k) for k in keys}
+def _check_known(db: Database, keys: list[bytes], key_id: str | None) -> None:
+    """Refuse keys the store's key is not among (a store with no key yet takes any)."""
+    if key_id is not None and key_id not in {key_fingerprint(k) for k in keys}:
+        raise wrong_key(db.address)
 
 
 def import_key(db: Database, local: SecretStore, text: str) -> str:
@@ -122,9 +123,7 @@ def import_key(db: Database, local: SecretStore, text: str) -> str:
         keys = parse_keys(text)
     except ValueError as exc:
         raise UsageError(f"That is not a store key: {exc}.") from None
-    key_id = _store_key_id(db)
-    if key_id is not None and not _matches(keys, key_id):
-        raise wrong_key(db.address)
+    _check_known(db, keys, _store_key_id(db))
     local.put(db.address.key_name, b",".join(keys).decode("ascii"))
     return local.description
 
@@ -146,7 +145,6 @@ def rotate_key(db: Database, local: SecretStore) -> int:
     fresh = new_key()
     local.put(address.key_name, b",".join([fresh, *old]).decode("ascii"))
     cipher = _Cipher([fresh, *old])
-    _psycopg()
 
     def work(conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
