@@ -19,7 +19,9 @@ from tests.support.postgres import Postgres
 from tests.support.saved import connect
 from tests.support.session import consent_in
 from xero_tui.core.config import parse
+from xero_tui.core.context import GrantLock
 from xero_tui.core.errors import ConfigError, StorageError
+from xero_tui.core.models import TokenSet
 from xero_tui.core.pgstore import parse_address
 from xero_tui.core.secrets import grant_key
 from xero_tui.core.service import Service
@@ -554,18 +556,27 @@ def _drop_session(server: Postgres, url: str, lock: object) -> None:
     server.psql(parse_address(url).dbname, f"SELECT pg_terminate_backend({pid})")
 
 
-def test_a_rotated_token_whose_lock_session_dropped_is_written_when_the_store_is_unchanged(
-    emulator: Emulator, store_url: str, postgres_server: Postgres
-) -> None:
-    from dataclasses import replace
-
+def _lock_whose_session_dropped(
+    emulator: Emulator, server: Postgres, url: str
+) -> tuple[GrantLock, str, TokenSet]:
+    """A saved connection's grant lock, held, whose session the server has ended; with the
+    grant id and the tokens stored when it was taken."""
     asyncio.run(connect(Service(), emulator, "acme"))
     svc = Service()
     grant = svc.connection("acme").grant_id
     stored = svc.secrets.get_tokens(grant)
     assert stored is not None
     lock = svc.acquire_grant_lock(grant, lambda: "'acme'")
-    _drop_session(postgres_server, store_url, lock)
+    _drop_session(server, url, lock)
+    return lock, grant, stored
+
+
+def test_a_rotated_token_whose_lock_session_dropped_is_written_when_the_store_is_unchanged(
+    emulator: Emulator, store_url: str, postgres_server: Postgres
+) -> None:
+    from dataclasses import replace
+
+    lock, grant, stored = _lock_whose_session_dropped(emulator, postgres_server, store_url)
     # What Xero answered carries an id token, which the store does not keep.
     replaced = replace(stored, id_token="eyJ.id.token")
     rotated = replace(stored, access_token=stored.access_token + "x", refresh_token="R" * 64)
@@ -698,13 +709,7 @@ def test_a_rotated_token_retried_after_its_grant_was_removed_does_not_bring_it_b
 ) -> None:
     from dataclasses import replace
 
-    asyncio.run(connect(Service(), emulator, "acme"))
-    svc = Service()
-    grant = svc.connection("acme").grant_id
-    stored = svc.secrets.get_tokens(grant)
-    assert stored is not None
-    lock = svc.acquire_grant_lock(grant, lambda: "'acme'")
-    _drop_session(postgres_server, store_url, lock)
+    lock, grant, stored = _lock_whose_session_dropped(emulator, postgres_server, store_url)
     rotated = replace(stored, refresh_token="R" * 64)
     with pytest.raises(StorageError):
         lock.store_tokens(rotated, stored)  # the dead session

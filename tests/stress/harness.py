@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -109,3 +111,56 @@ def run_cli(
 def temps(directory: Path) -> list[Path]:
     """Leftover temporary files of atomic writes in the config dir."""
     return sorted(directory.glob(".*.tmp")) if directory.exists() else []
+
+
+def token_workers(
+    envs: Sequence[dict[str, str]], calls: int, seeds: Sequence[int], force_rate: float
+) -> list[subprocess.Popen[str]]:
+    """One `tests.stress.workers token acme` child per (env, seed), each making `calls` calls;
+    returned once every one is ready and all have been let go together."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.stress.workers",
+                "token",
+                "acme",
+                str(calls),
+                str(seed),
+                str(force_rate),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for env, seed in zip(envs, seeds, strict=True)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+    return procs
+
+
+def worker_calls(
+    procs: Sequence[subprocess.Popen[str]], label: str, timeout: float
+) -> list[dict[str, object]]:
+    """Every call the workers made, in their order; their stderr goes to the leak scan."""
+    calls: list[dict[str, object]] = []
+    for proc in procs:
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait(timeout=timeout)
+        output(f"{label} (stderr)", err)
+        assert proc.returncode == 0, err
+        calls += json.loads(out.splitlines()[-1])
+    for call in calls:
+        output(f"{label} call (stderr)", str(call["err"]))
+    return calls

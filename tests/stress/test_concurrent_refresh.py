@@ -3,9 +3,6 @@ in, against an emulator that rotates the refresh token on every refresh (securit
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from itertools import pairwise
 from typing import Any
@@ -18,43 +15,17 @@ from tests.stress.harness import (
     run_cli,
     standing,
     stored_tokens,
+    token_workers,
+    worker_calls,
 )
-from tests.stress.registry import output, record, timed
-from tests.support.cli import ROOT, cli_env
+from tests.stress.registry import record, timed
+from tests.support.cli import cli_env
 from xero_tui.emulator import Emulator
 
 WORKERS = 16
 CALLS = 25
 FORCE_RATE = 1 / 3
 SEED = 1
-
-
-def start_workers(env: dict[str, str]) -> list[subprocess.Popen[str]]:
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.stress.workers",
-                "token",
-                "acme",
-                str(CALLS),
-                str(SEED * 1000 + index),
-                str(FORCE_RATE),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        for index in range(WORKERS)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-    return procs
 
 
 def unasked_refreshes(refreshed: list[float], forced_starts: list[float]) -> int:
@@ -94,19 +65,9 @@ async def test_concurrent_token_calls_never_lose_a_rotated_token(
     client_id = emu.web_client.client_id
     before = emu.stats
     with timed() as clock:
-        procs = start_workers(cli_env())
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.close()
-        calls: list[dict[str, object]] = []
-        for proc in procs:
-            assert proc.stdout is not None and proc.stderr is not None
-            out, err = proc.stdout.read(), proc.stderr.read()
-            proc.wait(timeout=150)
-            output("token worker (stderr)", err)
-            assert proc.returncode == 0, err
-            calls += json.loads(out.splitlines()[-1])
+        seeds = [SEED * 1000 + index for index in range(WORKERS)]
+        procs = token_workers([cli_env()] * WORKERS, CALLS, seeds, FORCE_RATE)
+        calls = worker_calls(procs, "token worker", 150)
     after = emu.stats
     refreshes = after.refreshes - before.refreshes
     invalid = after.invalid_grants - before.invalid_grants
@@ -115,8 +76,6 @@ async def test_concurrent_token_calls_never_lose_a_rotated_token(
     answered = sorted(refreshed)
     unasked = unasked_refreshes(answered, [float(str(c["start"])) for c in calls if c["force"]])
     failed = [c for c in calls if c["code"] != 0]
-    for call in calls:
-        output("token worker call (stderr)", str(call["err"]))
     printed = [str(c["out"]).strip() for c in calls if c["code"] == 0]
     stale = [t for t in printed if not access_token_valid(emu, t)]
     kept = stored_tokens(conn.grant_id)

@@ -4,7 +4,6 @@ load, and a pg_dump scanned for every secret in play."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -15,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.stress.harness import access_token_valid, connect, standing
+from tests.stress.harness import (
+    access_token_valid,
+    connect,
+    standing,
+    token_workers,
+    worker_calls,
+)
 from tests.stress.registry import SEEN, output, record, timed
 from tests.support.cli import ROOT, cli_env, run_cli
 from tests.support.postgres import Postgres
@@ -52,50 +57,14 @@ def commits(server: Postgres, url: str, grant_id: str) -> int:
 def start_workers(
     envs: list[dict[str, str]], per_host: int, calls: int
 ) -> list[subprocess.Popen[str]]:
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.stress.workers",
-                "token",
-                "acme",
-                str(calls),
-                str(1000 * h + p),
-                "1.0",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        for h, env in enumerate(envs)
-        for p in range(per_host)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.close()
-    return procs
+    """`per_host` workers on each host, every call forced."""
+    hosts_envs = [env for env in envs for _ in range(per_host)]
+    seeds = [1000 * h + p for h in range(len(envs)) for p in range(per_host)]
+    return token_workers(hosts_envs, calls, seeds, 1.0)
 
 
 def results(procs: list[subprocess.Popen[str]]) -> list[dict[str, object]]:
-    calls: list[dict[str, object]] = []
-    for proc in procs:
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = proc.stdout.read(), proc.stderr.read()
-        proc.wait(timeout=300)
-        output("shared-store token worker (stderr)", err)
-        assert proc.returncode == 0, err
-        calls += json.loads(out.splitlines()[-1])
-    for call in calls:
-        output("shared-store token call (stderr)", str(call["err"]))
-    return calls
+    return worker_calls(procs, "shared-store token worker", 300)
 
 
 async def test_hosts_refreshing_one_grant_together_never_get_invalid_grant(
