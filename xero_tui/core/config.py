@@ -527,7 +527,6 @@ def parse(text: str, path: Path) -> Config:
 # ---------------------------------------------------------------------------------------------
 # Records: each grant, connection and pending sign-in on its own, for a shared store's rows
 
-SECTIONS = ("grants", "connections", "pending")
 _MOMENTS = frozenset({"created", "last_refreshed", "issued"})
 Record = tuple[str, str]
 

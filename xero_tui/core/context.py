@@ -18,7 +18,7 @@ from xero_tui.core.errors import NotFound, StorageError
 from xero_tui.core.fsutil import ensure_private_dir
 from xero_tui.core.locks import FileLock, LockTimeout
 from xero_tui.core.models import Connection, TokenSet
-from xero_tui.core.paths import ENV_STORE, Paths, is_grant_id
+from xero_tui.core.paths import ENV_STORE, Paths
 from xero_tui.core.secrets import SecretStore, StorageKind, open_store, storage_kind
 
 if TYPE_CHECKING:
@@ -280,8 +280,6 @@ class Context:
             from xero_tui.core.pgstore import DatabaseSecrets, RowLock
 
             assert isinstance(secrets, DatabaseSecrets)
-            if not is_grant_id(grant_id):
-                raise StorageError(f"The grant id {grant_id[:80]!r} is not one xero-tui makes.")
             return RowLock(secrets, grant_id, users).acquire()
         lock = self.grant_lock(grant_id)
         try:
