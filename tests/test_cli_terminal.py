@@ -360,3 +360,38 @@ def test_store_key_at_a_terminal_is_typed_hidden_and_never_printed_to_it(
         assert t.wait(10) == 0, t.screen
         assert "Kept the key" in t.screen and key not in t.screen
     assert run_cli("store", "key", "--export", env=other).out.strip() == key
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "SIGHUP", "SIGTERM"])
+def test_a_refresh_through_the_shared_store_stopped_at_a_terminal_still_commits_the_rotation(
+    emulator: Emulator, store_url: str, stop: str
+) -> None:
+    """Xero rotates once it answers: stopped while Xero holds the refresh (the grant's row lock
+    held), `token` still commits the new token before it ends, and says it was stopped."""
+    import asyncio
+
+    from tests.support.saved import connect
+    from xero_tui.core.service import Service
+
+    asyncio.run(connect(Service(), emulator, "acme"))
+    grant_id = Service().connection("acme").grant_id
+    faults, refreshes = emulator.stats.faults_injected, emulator.stats.refreshes
+    emulator.inject("token", "delay", delay=1.0)
+    with Terminal("token", "acme", "--force-refresh", env=cli_env()) as t:
+        deadline = time.monotonic() + 10
+        while emulator.stats.faults_injected == faults:
+            assert time.monotonic() < deadline, t.screen
+            time.sleep(0.01)
+        if stop == "ctrl-c":
+            t.interrupt()
+        else:
+            t.signal(getattr(signal, stop))
+        code = t.wait(10)
+        screen = t.screen
+    assert code == {"ctrl-c": 130, "SIGHUP": 129, "SIGTERM": 143}[stop], screen
+    assert emulator.stats.refreshes == refreshes + 1
+    stored = Service().secrets.get_tokens(grant_id)
+    assert stored is not None
+    assert stored.refresh_token == emulator.current_refresh_token(emulator.web_client.client_id)
+    assert run_cli("token", "acme", "--force-refresh").code == 0
+    assert emulator.stats.grace_refreshes == 0 and emulator.stats.invalid_grants == 0

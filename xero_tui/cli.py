@@ -52,7 +52,8 @@ EXIT_CODES = """exit codes:
   7  local problem (the callback port is taken or cannot be used on this machine)
   8  a refresh token Xero replaced could not be stored: the stored one works for 30 more
      minutes; fix the storage and run the command again before the time it names
-  129, 143  connect stopped by a hang-up (SIGHUP) or SIGTERM
+  129, 143  stopped by a hang-up (SIGHUP) or SIGTERM; as with Ctrl-C, what Xero issued or
+            rotated is stored first
   130  interrupted (Ctrl-C)
 
 An interrupted connect keeps what Xero issued: `xero-tui connect NAME` again finishes it without
@@ -360,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("xero-tui: cancelled.")
         return 130
+    except _Stopped as stop:
+        _err("xero-tui: stopped.")
+        return 128 + stop.signum
     except Exception as exc:
         if os.environ.get("XERO_TUI_DEBUG"):
             raise
@@ -467,9 +471,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     ctx: Context = Context(insecure_storage=args.insecure_storage, store_url=args.store)
     found = None if args.force_refresh else token_module.cached_token(ctx, args.name)
     if found is None:
-        import asyncio
-
-        found = asyncio.run(token_module.access_token(ctx, args.name, force=args.force_refresh))
+        found = _run(token_module.access_token(ctx, args.name, force=args.force_refresh))
     conn, tokens = found
     if args.json:
         json.dump(
@@ -512,9 +514,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say_pending(config)
         _say_left_behind(svc, config)
     if not args.offline:
-        import asyncio
 
-        health = [h.checked(asyncio.run(_still_connected(svc, h.connection.name))) for h in health]
+        health = [h.checked(_run(_still_connected(svc, h.connection.name))) for h in health]
     worst = EXIT_OK
     rows = []
     for h in health:
@@ -575,7 +576,6 @@ async def _still_connected(svc: Service, name: str) -> bool | str:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    import asyncio
 
     svc = _service(args)
     config = svc.load()
@@ -584,9 +584,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
         pending = find_pending(config, args.name)
         if pending is not None:
-            print(asyncio.run(discard(svc, pending)))
+            print(_run(discard(svc, pending)))
             return EXIT_OK
-    removal = asyncio.run(svc.removal(args.name, disconnect=args.disconnect, revoke=args.revoke))
+    removal = _run(svc.removal(args.name, disconnect=args.disconnect, revoke=args.revoke))
     print(removal.done_text)
     for missed in removal.not_done:
         _err(f"xero-tui: {missed}.")
@@ -601,12 +601,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_keepalive(args: argparse.Namespace) -> int:
     if args.install or args.uninstall:
         return _keepalive_schedule(args)
-    import asyncio
 
     from xero_tui.core.keepalive import keep_alive
 
     svc = _service(args)
-    results = asyncio.run(keep_alive(svc, args.older_than))
+    results = _run(keep_alive(svc, args.older_than))
     if not results:
         _err("No connections saved yet.")
     for kept in results:
@@ -774,7 +773,8 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 class _Stopped(Exception):
-    """SIGTERM or SIGHUP arrived while a command was waiting on Xero or the browser."""
+    """SIGTERM or SIGHUP arrived while a command was waiting on Xero, the browser or a store;
+    the command ends with 128 + the signal's number, as a shell reports a signal."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
