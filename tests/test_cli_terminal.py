@@ -395,3 +395,26 @@ def test_a_refresh_through_the_shared_store_stopped_at_a_terminal_still_commits_
     assert stored.refresh_token == emulator.current_refresh_token(emulator.web_client.client_id)
     assert run_cli("token", "acme", "--force-refresh").code == 0
     assert emulator.stats.grace_refreshes == 0 and emulator.stats.invalid_grants == 0
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "SIGHUP"])
+def test_store_key_import_left_at_its_prompt_ends_at_once_and_keeps_nothing(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    monkeypatch.delenv("XERO_TUI_STORE_KEY")
+    assert run_cli("store", "key").code == 0
+    other = cli_env(
+        XERO_TUI_CONFIG_DIR=str(tmp_path / "other"),
+        XERO_TUI_TEST_KEYRING=str(tmp_path / "other.json"),
+    )
+    with Terminal("store", "key", "--import", env=other) as t:
+        t.wait_for("Store key (hidden):")
+        time.sleep(0.3)  # a silent terminal: nothing typed
+        if stop == "ctrl-c":
+            t.interrupt()
+        else:
+            t.signal(signal.SIGHUP)
+        code = t.wait(5)
+    if stop == "ctrl-c":
+        assert code == 130
+    assert run_cli("store", "key", "--export", env=other).code == 5  # no key was kept
