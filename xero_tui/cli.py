@@ -514,7 +514,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say_pending(config)
         _say_left_behind(svc, config)
     if not args.offline:
-
         health = [h.checked(_run(_still_connected(svc, h.connection.name))) for h in health]
     worst = EXIT_OK
     rows = []
